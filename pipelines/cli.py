@@ -1,0 +1,42 @@
+"""The `tfcroloss` command: parses arguments and hands over to the pipelines.
+
+Each command lives in its own module, which exposes ``register(subparsers)``
+adding one or more sub-commands whose ``func(args) -> int`` does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that register sub-commands, in the order they appear in --help.
+COMMAND_MODULES = (
+)
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfcroloss", description="CROLoss retrieval toolkit: data, training, evaluation, serving."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"tfcroloss.pipelines.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"tfcroloss {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
