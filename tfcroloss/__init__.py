@@ -7,6 +7,9 @@ Keras 3; then it stops with an error that says what to do.
 
 import os
 
+# Quiet TensorFlow's C++ start-up logging unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Also helps when tensorflow is imported but tf.keras not yet resolved (it loads lazily).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 

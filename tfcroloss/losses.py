@@ -84,9 +84,17 @@ class _SampledRankLoss(tf.keras.losses.Loss):
                 message=f"{self.name}: y_true must hold only 0 and 1",
             ),
         ]
+        negative_mask = ~is_positive & (y_pred > MASKED_LOGIT)
+        checks.append(
+            tf.debugging.assert_less_equal(
+                tf.reduce_sum(tf.cast(negative_mask, tf.int64), axis=1),
+                tf.constant(self.num_items, tf.int64),
+                message=f"{self.name}: a row has more negatives than num_items={self.num_items}; "
+                "num_items must be the catalog size",
+            )
+        )
         with tf.control_dependencies(checks):
             positive_logit = tf.reduce_sum(tf.where(is_positive, y_pred, 0.0), axis=1, keepdims=True)
-        negative_mask = ~is_positive & (y_pred > MASKED_LOGIT)
         gaps = y_pred - positive_logit
         has_negatives = tf.cast(tf.reduce_any(negative_mask, axis=1), compute_dtype)
         return has_negatives * self._row_loss(gaps, negative_mask)
@@ -97,12 +105,6 @@ class _SampledRankLoss(tf.keras.losses.Loss):
         if not y_true.shape.is_compatible_with(y_pred.shape):
             raise ValueError(
                 f"{self.name}: y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}"
-            )
-        candidates = y_pred.shape[-1]
-        if candidates is not None and candidates - 1 > self.num_items:
-            raise ValueError(
-                f"{self.name}: num_items={self.num_items} is smaller than the {candidates - 1} negatives per row; "
-                "num_items must be the catalog size"
             )
 
     def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,233 @@
+"""Training: fit, validate on Recall@N, keep the best weights, checkpoint, resume.
+
+A run directory is the contract with evaluation and export::
+
+    config.yaml          the run's full configuration (defaults filled in)
+    checkpoints/         latest model + optimizer + early-stopping state, written at every validation
+    best/                weights of the best validation step
+    logs/                TensorBoard logs (train loss, validation metrics)
+    validation.jsonl     one line per validation: step, metrics, seconds
+    metrics.json         final test metrics of the best weights, written when training ends
+
+Running the same command again on a run directory resumes from its last
+checkpoint (also after SIGKILL); batches and negatives are functions of (seed,
+step), so a resumed run continues exactly where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfcroloss.models.loss_presets import build_loss
+from tfcroloss.models.two_tower import TwoTowerModel
+from tfcroloss.pipelines import config as config_lib
+from tfcroloss.pipelines.dataset import PreparedDataset
+from tfcroloss.pipelines.evaluate import evaluate
+from tfcroloss.pipelines.files import atomic_write_text
+from tfcroloss.pipelines.inputs import EvalSamples, evaluation_samples, training_dataset
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained (or training) run: its directory, config, data set and model."""
+
+    directory: Path
+    config: config_lib.RunConfig
+    dataset: PreparedDataset
+    model: TwoTowerModel
+
+
+def build_model(config: config_lib.RunConfig, dataset: PreparedDataset) -> TwoTowerModel:
+    """The two-tower model a config describes, for ``dataset``'s catalog."""
+    probabilities = None
+    if config.negatives.log_q:
+        counts = dataset.item_counts.astype(np.float64)
+        probabilities = counts / counts.sum()
+    model = TwoTowerModel(
+        num_items=dataset.num_items,
+        loss=build_loss(config.loss.name, dataset.num_items, **config.loss.params),
+        embedding_dim=config.model.embedding_dim,
+        hidden_dims=config.model.hidden_dims,
+        tower=config.model.tower,
+        temperature_scale=config.model.temperature_scale,
+        negatives=config.negatives.mode,
+        negatives_per_positive=config.negatives.per_positive,
+        item_probabilities=probabilities,
+        seed=config.training.seed,
+    )
+    model.user_embeddings(tf.zeros([1, config.data.maxlen], tf.int32))  # create the variables
+    return model
+
+
+def _validation_samples(config: config_lib.RunConfig, dataset: PreparedDataset) -> EvalSamples:
+    samples = evaluation_samples(dataset.valid, maxlen=config.data.maxlen)
+    limit = config.evaluation.validation_users
+    if limit is None or limit >= samples.num_users:
+        return samples
+    end = samples.target_offsets[limit]
+    return EvalSamples(
+        history=samples.history[:limit],
+        target_offsets=samples.target_offsets[: limit + 1],
+        targets=samples.targets[:end],
+        user_index=samples.user_index[:limit],
+    )
+
+
+class _Validation(tf.keras.callbacks.Callback):
+    """Validates every epoch (= eval_every steps), keeps the best weights, checkpoints, stops early."""
+
+    def __init__(self, run: Run, state: tf.train.Checkpoint, latest, best, samples: EvalSamples):
+        super().__init__()
+        self.run, self.state, self.latest, self.best, self.samples = run, state, latest, best, samples
+        self.writer = tf.summary.create_file_writer(str(run.directory / "logs" / "validation"))
+        self.select_on = run.config.evaluation.select_on
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        config = self.run.config
+        started = time.perf_counter()
+        metrics = evaluate(
+            self.run.model,
+            self.samples,
+            ns=config.evaluation.ns,
+            exclude_history=config.evaluation.exclude_history,
+        )
+        step = int(self.run.model.optimizer.iterations.numpy())
+        value = float(metrics[self.select_on])
+        improved = value > float(self.state.best_value.numpy())
+        if improved:
+            self.state.best_value.assign(value)
+            self.state.best_step.assign(step)
+            self.state.bad_validations.assign(0)
+            self.best.save(checkpoint_number=step)
+        else:
+            self.state.bad_validations.assign_add(1)
+        self.latest.save(checkpoint_number=step)
+        record = {"step": step, "loss": (logs or {}).get("loss"), **metrics, "seconds": time.perf_counter() - started}
+        with open(self.run.directory / "validation.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        with self.writer.as_default(step=step):
+            for key in (k for k in metrics if "@" in k):
+                tf.summary.scalar(key, metrics[key])
+        marker = " (best)" if improved else f" (no gain {int(self.state.bad_validations.numpy())}x)"
+        print(f"step {step}: validation {self.select_on} = {value:.4f}{marker}", flush=True)
+        if int(self.state.bad_validations.numpy()) >= config.training.patience:
+            print(f"early stop: no gain in {config.training.patience} validations", flush=True)
+            self.model.stop_training = True
+
+
+def _prepare_run_directory(config: config_lib.RunConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / CONFIG_FILE
+    if saved.exists():
+        # A resumed run may only be given more (or fewer) steps; anything else is another run.
+        previous = config_lib.load(saved).to_dict()
+        wanted = config.to_dict()
+        previous["training"]["max_steps"] = wanted["training"]["max_steps"]
+        if previous != wanted:
+            raise config_lib.ConfigError(
+                f"{run_dir} already holds a run with a different config ({saved}); "
+                "choose another run directory, or resume with the same config (only training.max_steps may change)"
+            )
+    atomic_write_text(saved, config.to_yaml())
+
+
+def train(config: config_lib.RunConfig, run_dir: str | Path, *, verbose: int | None = None) -> dict[str, Any]:
+    """Trains (or resumes) the run in ``run_dir`` and returns its test metrics."""
+    run_dir = Path(run_dir)
+    dataset = PreparedDataset.load(config.data.path)
+    _prepare_run_directory(config, run_dir)
+    tf.keras.utils.set_random_seed(config.training.seed)
+    model = build_model(config, dataset)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.training.learning_rate))
+    run = Run(run_dir, config, dataset, model)
+
+    state = tf.train.Checkpoint(
+        model=model,
+        optimizer=model.optimizer,
+        best_value=tf.Variable(-1.0, dtype=tf.float64),
+        best_step=tf.Variable(0, dtype=tf.int64),
+        bad_validations=tf.Variable(0, dtype=tf.int64),
+    )
+    latest = tf.train.CheckpointManager(state, str(run_dir / "checkpoints"), max_to_keep=1)
+    best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run_dir / "best"), max_to_keep=1)
+    if latest.latest_checkpoint:
+        state.restore(latest.latest_checkpoint).expect_partial()
+        print(f"resuming {run_dir} from step {int(model.optimizer.iterations.numpy())}", flush=True)
+
+    training = config.training
+    done_steps = int(model.optimizer.iterations.numpy())
+    stopped = int(state.bad_validations.numpy()) >= training.patience
+    epochs = math.ceil(training.max_steps / training.eval_every)
+    if done_steps < training.max_steps and not stopped:
+        batches = training_dataset(
+            dataset.train,
+            batch_size=training.batch_size,
+            maxlen=config.data.maxlen,
+            seed=training.seed,
+            scheme=config.data.scheme,
+            start_step=done_steps,
+        )
+        callbacks = [
+            _Validation(run, state, latest, best, _validation_samples(config, dataset)),
+            tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq=max(1, training.eval_every // 10)),
+        ]
+        model.fit(
+            batches,
+            epochs=epochs,
+            initial_epoch=done_steps // training.eval_every,
+            steps_per_epoch=training.eval_every,
+            callbacks=callbacks,
+            verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
+        )
+    if not best.latest_checkpoint:
+        raise RuntimeError(f"{run_dir}: training ended without a validation; raise training.max_steps")
+    tf.train.Checkpoint(model=model).restore(best.latest_checkpoint).expect_partial()
+    return _write_test_metrics(run, best_step=int(state.best_step.numpy()))
+
+
+def _write_test_metrics(run: Run, best_step: int) -> dict[str, Any]:
+    """Evaluates the best weights on the test split and writes metrics.json."""
+    config = run.config
+    samples = evaluation_samples(run.dataset.test, maxlen=config.data.maxlen)
+    test = evaluate(
+        run.model, samples, ns=config.evaluation.ns, index=config.evaluation.index,
+        exclude_history=config.evaluation.exclude_history,
+    )
+    validations = [json.loads(line) for line in (run.directory / "validation.jsonl").read_text().splitlines()]
+    chosen = [record for record in validations if record["step"] == best_step]
+    result = {
+        "test": test,
+        "best_step": best_step,
+        "validation": {k: v for k, v in chosen[-1].items() if "@" in k} if chosen else None,
+        "steps": int(run.model.optimizer.iterations.numpy()),
+        "config": config.to_dict(),
+    }
+    atomic_write_text(run.directory / METRICS_FILE, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A finished run with its best weights restored (for evaluation and export)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    config = config_lib.load(run_dir / CONFIG_FILE)
+    dataset = PreparedDataset.load(config.data.path)
+    model = build_model(config, dataset)
+    best = tf.train.latest_checkpoint(str(run_dir / "best"))
+    if best is None:
+        raise FileNotFoundError(f"{run_dir} has no trained weights yet (best/ is empty): train it first")
+    tf.train.Checkpoint(model=model).restore(best).expect_partial()
+    return Run(run_dir, config, dataset, model)
