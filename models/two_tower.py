@@ -15,12 +15,9 @@ negatives. The loss sees the catalog size through ``build_loss``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
-
 from tfcroloss.models import towers
 
 NEGATIVE_MODES = ("sampled", "in_batch", "both")

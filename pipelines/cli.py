@@ -12,6 +12,9 @@ import sys
 
 # Modules that register sub-commands, in the order they appear in --help.
 COMMAND_MODULES = (
+    "data_commands",
+    "run_commands",
+    "demo",
 )
 
 

@@ -52,6 +52,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines import experiment
+
+    spec = experiment.load(args.config)
+    results = experiment.run(spec)
+    header, rows = experiment.table_rows(results)
+    print(experiment.markdown_table(header, rows))
+    print(experiment.claims_markdown(results))
+    print(f"tables and plots: {spec.output}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train a two-tower model from a YAML config")
     train.add_argument("--config", required=True, help="YAML run config (see configs/)")
@@ -67,3 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--n", type=int, action="append", help="an N to report (repeatable)")
     evaluate.add_argument("--exclude-history", action="store_true", help="never count history items as retrieved")
     evaluate.set_defaults(func=_evaluate)
+
+    experiment = subparsers.add_parser("experiment", help="train a grid of losses and seeds; write tables and plots")
+    experiment.add_argument("--config", required=True, help="experiment YAML (see configs/experiment-*.yaml)")
+    experiment.set_defaults(func=_experiment)

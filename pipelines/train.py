@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
 from tfcroloss.pipelines import config as config_lib

@@ -1,0 +1,1 @@
+"""Benchmarks: one script per benchmark, JSON results in benchmarks/results/."""

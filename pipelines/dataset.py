@@ -1,0 +1,243 @@
+"""The prepared data set: the on-disk contract between data preparation and training.
+
+Layout of a prepared data set directory (``FORMAT_VERSION`` 1)::
+
+    metadata.json            counts, settings and sources (see ``PreparedDataset.metadata``)
+    items.parquet            one row per item id 0..num_items: ``token`` (string), ``count`` (int64,
+                             training interactions); row 0 is the padding id with token ""
+    users.parquet            one row per kept user: ``token`` (string); a user's index is its row
+    {train,valid,test}/
+        user_index.npy       int64 [U]: row in users.parquet, in the order the split was drawn
+        offsets.npy          int64 [U+1]: user j owns items[offsets[j]:offsets[j+1]]
+        items.npy            int32 [T]: item ids 1..num_items, each user's items in time order
+
+The directory is written under a temporary name in the same parent and renamed into place, so a
+reader never sees a half-written data set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """Bad input data or a bad prepared data set; the message names the file, line and field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The users of one split and their time-ordered item sequences (CSR layout)."""
+
+    user_index: np.ndarray
+    offsets: np.ndarray
+    items: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.offsets.shape != (self.user_index.shape[0] + 1,):
+            raise DataError(
+                f"split offsets must have {self.user_index.shape[0] + 1} entries "
+                f"(users + 1), got shape {self.offsets.shape}"
+            )
+        if int(self.offsets[0]) != 0 or int(self.offsets[-1]) != self.items.shape[0]:
+            raise DataError(
+                f"split offsets must run from 0 to {self.items.shape[0]} (number of items), "
+                f"got {int(self.offsets[0])}..{int(self.offsets[-1])}"
+            )
+
+    @property
+    def num_users(self) -> int:
+        return int(self.user_index.shape[0])
+
+    @property
+    def num_interactions(self) -> int:
+        return int(self.items.shape[0])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 [U]: number of items of each user."""
+        return np.diff(self.offsets)
+
+    def sequence(self, i: int) -> np.ndarray:
+        """The time-ordered item ids of the split's ``i``-th user."""
+        return self.items[self.offsets[i] : self.offsets[i + 1]]
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir()
+        for name in ("user_index", "offsets", "items"):
+            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> Split:
+        arrays = {}
+        for name, dtype in (("user_index", np.int64), ("offsets", np.int64), ("items", np.int32)):
+            array = np.load(directory / f"{name}.npy", allow_pickle=False)
+            if array.dtype != dtype or array.ndim != 1:
+                raise DataError(
+                    f"{directory / name}.npy: expected a 1-D {np.dtype(dtype).name} array, "
+                    f"got {array.ndim}-D {array.dtype}"
+                )
+            arrays[name] = array
+        return cls(**arrays)
+
+
+class PreparedDataset:
+    """Vocabularies, popularity and the train/valid/test splits of one prepared data set.
+
+    Item id 0 is padding; real items have ids 1..``num_items`` in descending popularity.
+    ``item_tokens`` and ``user_tokens`` are read on first use, so training never pays for them.
+    """
+
+    def __init__(
+        self,
+        *,
+        metadata: dict[str, Any],
+        item_counts: np.ndarray,
+        train: Split,
+        valid: Split,
+        test: Split,
+        item_tokens: pa.Array | None = None,
+        user_tokens: pa.Array | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.metadata = metadata
+        self.item_counts = item_counts
+        self.train, self.valid, self.test = train, valid, test
+        self.path = path
+        self._item_tokens_arrow = item_tokens
+        self._user_tokens_arrow = user_tokens
+
+    @property
+    def num_items(self) -> int:
+        return int(self.metadata["num_items"])
+
+    @property
+    def num_users(self) -> int:
+        return int(self.metadata["num_users"])
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    @functools.cached_property
+    def item_tokens(self) -> np.ndarray:
+        """object [num_items + 1]: raw item token of each id; ``item_tokens[0] == ""``."""
+        return self._tokens("items", self._item_tokens_arrow)
+
+    @functools.cached_property
+    def user_tokens(self) -> np.ndarray:
+        """object [num_users]: raw user token of each user index."""
+        return self._tokens("users", self._user_tokens_arrow)
+
+    def _tokens(self, name: str, array: pa.Array | None) -> np.ndarray:
+        if array is None:
+            array = pq.read_table(self.path / f"{name}.parquet", columns=["token"])["token"]
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=object)
+
+    def item_id_lookup(self) -> dict[str, int]:
+        """Raw item token -> item id (1..num_items), for serving raw ids."""
+        return {token: item_id for item_id, token in enumerate(self.item_tokens) if item_id}
+
+    def user_id_lookup(self) -> dict[str, int]:
+        """Raw user token -> user index."""
+        return {token: index for index, token in enumerate(self.user_tokens)}
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the data set to ``path`` atomically (temporary sibling directory, then rename)."""
+        path = Path(path)
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            item_tokens = self._arrow_tokens("items", self._item_tokens_arrow)
+            pq.write_table(
+                pa.table({"token": item_tokens, "count": pa.array(self.item_counts, pa.int64())}),
+                tmp / "items.parquet",
+            )
+            user_tokens = self._arrow_tokens("users", self._user_tokens_arrow)
+            pq.write_table(pa.table({"token": user_tokens}), tmp / "users.parquet")
+            for name, split in self.splits.items():
+                split.save(tmp / name)
+            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n")
+        self.path = path
+        return path
+
+    def _arrow_tokens(self, name: str, array: pa.Array | None) -> pa.Array:
+        if array is not None:
+            return array
+        if self.path is not None:
+            return pq.read_table(self.path / f"{name}.parquet", columns=["token"])["token"]
+        return pa.array(getattr(self, f"{name[:-1]}_tokens").tolist(), pa.string())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PreparedDataset:
+        """Read a prepared data set written by ``save`` (no raw log is parsed)."""
+        path = Path(path)
+        metadata = read_metadata(path)
+        item_counts = pq.read_table(path / "items.parquet", columns=["count"])["count"].to_numpy()
+        if item_counts.shape[0] != metadata["num_items"] + 1:
+            raise DataError(
+                f"{path / 'items.parquet'}: expected {metadata['num_items'] + 1} rows "
+                f"(num_items + padding), got {item_counts.shape[0]}"
+            )
+        splits = {name: Split.load(path / name) for name in SPLIT_NAMES}
+        return cls(metadata=metadata, item_counts=item_counts, path=path, **splits)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a prepared data set, checked for a readable ``format_version``."""
+    path = Path(path)
+    metadata_path = path / METADATA_FILE
+    if not metadata_path.is_file():
+        raise DataError(
+            f"{path} is not a prepared data set (no {METADATA_FILE}); "
+            "create one with `tfcroloss prepare`"
+        )
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{metadata_path}: invalid JSON: {error}") from None
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if not isinstance(version, int):
+        raise DataError(f"{metadata_path}: field 'format_version' is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{metadata_path}: format_version {version} is newer than this tfcroloss reads "
+            f"(<= {FORMAT_VERSION}); upgrade tfcroloss"
+        )
+    return metadata
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``, renamed to ``path`` on success and removed on
+    failure. An existing ``path`` is replaced only with ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another path or pass overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
