@@ -83,6 +83,7 @@ def _result(
     if peak_bytes is not None:
         result["peak_rss_gb"] = round(peak_bytes / 2**30, 2)
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus"
+    result["load_average_1m"] = round(os.getloadavg()[0], 1)  # other work sharing the machine
     return result
 
 

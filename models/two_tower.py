@@ -5,12 +5,17 @@ padding; real items are 1..num_items. Negatives for each positive:
 
 - ``"sampled"``: the paper's scheme, ``negatives_per_positive * batch`` items
   drawn uniformly and shared by the whole (global) batch;
-- ``"in_batch"``: the other positives of the batch (TFRS's default), with an
-  optional log-Q correction from item probabilities;
+- ``"in_batch"``: the other positives of the (global) batch (TFRS's default),
+  with an optional log-Q correction from item probabilities;
 - ``"both"``: the union.
 
 Candidates that are the row's own positive item (accidental hits) are never
 negatives. The loss sees the catalog size through ``build_loss``.
+
+Under a synchronous ``tf.distribute`` strategy each replica scores its rows
+against the candidates of the global batch: the shared draw is the same on
+every replica, in-batch positives are all-gathered, and the loss is averaged
+over the global batch, so loss and gradients equal those of one replica.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
 from tfcroloss.models import towers
 
 NEGATIVE_MODES = ("sampled", "in_batch", "both")
@@ -76,7 +82,11 @@ class TwoTowerModel(tfrs.Model):
             loss=loss, temperature=1.0 / temperature_scale, remove_accidental_hits=True
         )
         self.temperature_scale = float(temperature_scale)
-        self.sampler_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="sampler_step")
+        # Advanced once per step: replicas all take the first replica's update.
+        self.sampler_step = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="sampler_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
 
     def user_embeddings(self, history: tf.Tensor) -> tf.Tensor:
         """L2-normalised user vectors ``[batch, dim]`` for ``int [batch, maxlen]`` histories."""
@@ -94,12 +104,28 @@ class TwoTowerModel(tfrs.Model):
     def call(self, history: tf.Tensor) -> tf.Tensor:
         return self.user_embeddings(history)
 
-    def _shared_negatives(self, batch_size: tf.Tensor, training: bool) -> tf.Tensor:
+    def _global_batch(self, positives: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(global batch size, this replica's first row in it, the global batch's positives).
+
+        The global batch is the local one without a strategy or with one replica per step
+        (parameter servers); otherwise it is all-gathered in replica order. The positives
+        are gathered only when they serve as in-batch negatives.
+        """
+        context = tf.distribute.get_replica_context()
+        size = tf.shape(positives)[0]
+        if context.num_replicas_in_sync == 1:
+            return size, tf.constant(0), positives
+        sizes = context.all_gather(size[None], axis=0)
+        first = tf.reduce_sum(sizes[: context.replica_id_in_sync_group])
+        gathered = positives if self.negatives == "sampled" else context.all_gather(positives, axis=0)
+        return tf.reduce_sum(sizes), first, gathered
+
+    def _shared_negatives(self, global_batch_size: tf.Tensor, training: bool) -> tf.Tensor:
         # n_rn * global batch ids, the same on every replica: (seed, step) fixes the draw.
-        count = batch_size * self.negatives_per_positive * tf.distribute.get_replica_context().num_replicas_in_sync
         step = self.sampler_step.assign_add(1) if training else self.sampler_step
         return tf.random.stateless_uniform(
-            [count], seed=tf.stack([tf.constant(self.seed, tf.int64), step]),
+            [global_batch_size * self.negatives_per_positive],
+            seed=tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(step)]),
             minval=1, maxval=self.num_items + 1, dtype=tf.int32,
         )
 
@@ -107,10 +133,14 @@ class TwoTowerModel(tfrs.Model):
         users = self.user_embeddings(features["history"])
         positives = tf.cast(features["item_id"], tf.int32)
         batch_size = tf.shape(positives)[0]
+        global_batch_size, first, global_positives = self._global_batch(positives)
         candidate_ids, score_mask, probabilities = positives, None, None
+        if self.negatives != "sampled":  # this replica's positives first, as TFRS's labels expect
+            others = tf.concat([global_positives[:first], global_positives[first + batch_size :]], axis=0)
+            candidate_ids = tf.concat([positives, others], axis=0)
         if self.negatives != "in_batch":
-            sampled = self._shared_negatives(batch_size, training)
-            candidate_ids = tf.concat([positives, sampled], axis=0)
+            sampled = self._shared_negatives(global_batch_size, training)
+            candidate_ids = tf.concat([candidate_ids, sampled], axis=0)
             if self.negatives == "sampled":  # other rows' positives are not negatives here
                 score_mask = tf.concat(
                     [tf.eye(batch_size, dtype=tf.bool), tf.ones([batch_size, tf.shape(sampled)[0]], tf.bool)], axis=1
@@ -126,4 +156,4 @@ class TwoTowerModel(tfrs.Model):
             compute_metrics=False,
             compute_batch_metrics=False,
         )
-        return tf.nn.compute_average_loss(per_example)
+        return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)

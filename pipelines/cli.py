@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "data_commands",
     "run_commands",
+    "serve_commands",
     "demo",
 )
 

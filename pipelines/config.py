@@ -11,7 +11,7 @@ is an error that names the file, the key and what is allowed.
     loss:       {name: croloss, kernel: softplus, alpha: 1.0}     # other keys go to the loss
     negatives:  {mode: sampled, per_positive: 10, log_q: false}
     training:   {batch_size: 256, learning_rate: 0.02, max_steps: 500000, eval_every: 4000,
-                 patience: 10, seed: 1, strategy: default}
+                 patience: 10, seed: 1, strategy: default, optimizer: adam}
     evaluation: {ns: [20, 50, 100, 200, 500], select_on: recall@100, index: exact,
                  exclude_history: false, validation_users: null}
 """
@@ -76,8 +76,12 @@ class TrainingConfig:
     patience: int = 10
     seed: int = 1
     strategy: str = "default"
+    optimizer: str = "adam"
 
-    CHOICES = {"strategy": ("default", "mirrored", "multi_worker", "parameter_server")}
+    CHOICES = {
+        "strategy": ("default", "mirrored", "multi_worker", "parameter_server"),
+        "optimizer": ("adam", "lazy_adam"),
+    }
 
 
 @dataclasses.dataclass

@@ -194,6 +194,14 @@ class PreparedDataset:
                 f"(num_items + padding), got {item_counts.shape[0]}"
             )
         splits = {name: Split.load(path / name) for name in SPLIT_NAMES}
+        for name, split in splits.items():
+            if (
+                split.items.size
+                and not 1 <= split.items.min() <= split.items.max() <= len(item_counts) - 1
+            ):
+                raise DataError(
+                    f"{path / name / 'items.npy'}: item ids must be in 1..{len(item_counts) - 1}"
+                )
         return cls(metadata=metadata, item_counts=item_counts, path=path, **splits)
 
 

@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import numpy as np
-from tfcroloss.pipelines.inputs import EvalSamples
-from tfcroloss.pipelines.retrieval import RetrievalIndex, agreement, build_index
 
 from tfcroloss.metrics import retrieval_metrics
+from tfcroloss.pipelines.inputs import EvalSamples
+from tfcroloss.pipelines.retrieval import RetrievalIndex, agreement, build_index
 
 USER_BATCH = 4096
 

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+
 from tfcroloss.pipelines import config as config_lib
 from tfcroloss.pipelines.files import atomic_write_text
 
@@ -81,14 +84,17 @@ def load(path: str | Path) -> Experiment:
 def _run(experiment: Experiment, label: str, learning_rate: float, seed: int) -> dict[str, Any]:
     from tfcroloss.pipelines.train import METRICS_FILE, train
 
-    run_dir = experiment.output / "runs" / label.replace(" ", "_").replace("=", "") / f"lr{learning_rate:g}-seed{seed}"
-    if (run_dir / METRICS_FILE).exists():
-        return json.loads((run_dir / METRICS_FILE).read_text())
     raw = experiment.base.to_dict()
     raw["loss"] = experiment.variants[label]
     raw["training"].update(learning_rate=learning_rate, seed=seed)
+    config = config_lib.from_dict(raw, source=label)
+    # The folder name carries a digest of the whole config: a changed config never reuses old runs.
+    digest = hashlib.sha256(config.to_yaml().encode()).hexdigest()[:10]
+    run_dir = experiment.output / "runs" / re.sub(r"[^\w.-]+", "_", label) / f"lr{learning_rate:g}-seed{seed}-{digest}"
+    if (run_dir / METRICS_FILE).exists():
+        return json.loads((run_dir / METRICS_FILE).read_text())
     print(f"== {label}  lr={learning_rate:g}  seed={seed}", flush=True)
-    return train(config_lib.from_dict(raw, source=label), run_dir, verbose=0)
+    return train(config, run_dir, verbose=0)
 
 
 def run(experiment: Experiment) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-
 from tfcroloss.pipelines.files import atomic_write_text
 
 SIGNATURE_USER = "serving_default"

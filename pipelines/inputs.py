@@ -82,19 +82,22 @@ def training_dataset(
     Only users with more than ``min_cut`` items can give a cut k in [min_cut, len - 1].
     - ``"random_users"`` (the authors' sampler, infinite): each step takes ``batch_size`` distinct
       users uniformly at random and one uniform cut for each.
-    - ``"all_cuts"``: one epoch over every (user, cut) pair in a seeded random order, the last
-      batch possibly smaller; each ``repeat()`` of it draws a new order.
+    - ``"all_cuts"`` (infinite): epochs over every (user, cut) pair, each in its own seeded random
+      order, the last batch of an epoch possibly smaller.
     Batches depend only on ``seed``. With ``input_context``, ``batch_size`` is the global batch:
     each input pipeline yields its per-replica share, from its own random stream
-    (``random_users``) or its own shard of the cuts (``all_cuts``).
+    (``random_users``) or its own shard of the cuts (``all_cuts``). The stream starts after
+    ``start_step`` (global) training steps, exactly where an uninterrupted run would be: a
+    pipeline feeding several replicas has given each of them a batch per step.
     """
     _check_positive(batch_size=batch_size, maxlen=maxlen, min_cut=min_cut)
     if scheme not in TRAINING_SCHEMES:
         raise DataError(f"unknown scheme {scheme!r}; allowed: {', '.join(TRAINING_SCHEMES)}")
-    pipeline, num_pipelines = 0, 1
+    pipeline, num_pipelines, batches_per_step = 0, 1, 1
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         pipeline, num_pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
+        batches_per_step = max(1, input_context.num_replicas_in_sync // num_pipelines)
     lengths = split.lengths
     eligible = np.flatnonzero(lengths > min_cut)
     if eligible.size == 0:
@@ -137,17 +140,17 @@ def training_dataset(
             )
             return batch(users, cuts)
 
-        dataset = tf.data.Dataset.counter(start=start_step).map(random_batch)
+        dataset = tf.data.Dataset.counter(start=start_step * batches_per_step).map(random_batch)
     else:
         cuts_per_user = split.lengths[eligible] - min_cut
         first_cut = tf.constant(np.cumsum(cuts_per_user) - cuts_per_user, tf.int64)
         total = int(cuts_per_user.sum())
 
-        def epoch(epoch_seed: tf.Tensor) -> tf.data.Dataset:
+        def epoch(epoch_index: tf.Tensor) -> tf.data.Dataset:
             def shuffled_batch(index: tf.Tensor) -> dict[str, tf.Tensor]:
                 cut_id = tf.random.experimental.index_shuffle(
                     index,
-                    seed=tf.stack([tf.constant(seed, tf.int64), epoch_seed]),
+                    seed=tf.stack([tf.constant(seed, tf.int64), epoch_index]),
                     max_index=total - 1,
                 )
                 users = tf.searchsorted(first_cut, cut_id, side="right") - 1
@@ -159,11 +162,9 @@ def training_dataset(
                 .map(shuffled_batch)
             )
 
-        dataset = (
-            tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-            .take(1)
-            .flat_map(epoch)
-        )
+        batches_per_epoch = -(-len(range(pipeline, total, num_pipelines)) // batch_size)
+        first_epoch, skipped = divmod(start_step * batches_per_step, batches_per_epoch)
+        dataset = tf.data.Dataset.counter(start=first_epoch).flat_map(epoch).skip(skipped)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

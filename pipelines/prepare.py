@@ -116,11 +116,12 @@ def prepare(
         users, items, times = users[keep], items[keep], times[keep]
         row_split = None if row_split is None else row_split[keep]
 
-    # Stable sort by (user, timestamp): ties keep the order of the log.
-    order = np.lexsort((times, users))
-    users, items, times = users[order], items[order], times[order]
-    row_split = None if row_split is None else row_split[order]
-    del order
+    if not _is_time_ordered(users, times):
+        # Stable sort by (user, timestamp): ties keep the order of the log.
+        order = np.lexsort((times, users))
+        users, items, times = users[order], items[order], times[order]
+        row_split = None if row_split is None else row_split[order]
+        del order
 
     keep = _first_of_duplicates(users, items, times) if config.drop_duplicates else None
     dropped["duplicates"] = 0 if keep is None else int(keep.size - np.count_nonzero(keep))
@@ -151,10 +152,7 @@ def prepare(
             f"min_rating={config.min_rating}); lower the thresholds"
         )
 
-    # Items: ids 1..n by descending count; a stable sort keeps first appearance for ties.
-    item_counts_all = np.bincount(items, minlength=len(log.item_tokens))
-    kept_item_codes = np.flatnonzero(item_counts_all)
-    by_popularity = kept_item_codes[np.argsort(-item_counts_all[kept_item_codes], kind="stable")]
+    by_popularity = _codes_by_popularity(items, len(log.item_tokens))
     item_id_of_code = np.zeros(len(log.item_tokens), np.int32)
     item_id_of_code[by_popularity] = np.arange(1, by_popularity.size + 1, dtype=np.int32)
     items = item_id_of_code[items]
@@ -226,6 +224,23 @@ def prepare(
         user_tokens=user_tokens,
         **splits,
     )
+
+
+def _codes_by_popularity(codes: np.ndarray, num_codes: int) -> np.ndarray:
+    """The codes present in ``codes``, most frequent first; ties keep code order, which is the
+    order of first appearance in the log."""
+    counts = np.bincount(codes, minlength=num_codes)
+    present = np.flatnonzero(counts)
+    return present[np.argsort(-counts[present], kind="stable")]
+
+
+def _is_time_ordered(users: np.ndarray, times: np.ndarray) -> bool:
+    """Whether rows are already grouped by user code, ascending, and in time order (as in most
+    logs, whose user codes follow first appearance), so the sort can be skipped."""
+    later_user = users[1:] > users[:-1]
+    if not np.all(later_user | (users[1:] == users[:-1])):
+        return False
+    return bool(np.all(later_user | (times[1:] >= times[:-1])))
 
 
 def _first_of_duplicates(

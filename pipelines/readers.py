@@ -18,7 +18,7 @@ import csv
 import dataclasses
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ FORMATS = ("comirec", "movielens", "recbole", "csv")
 COMIREC_COLUMNS = ("user_id", "item_id", "time_stamp")
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 _TOKEN = pa.dictionary(pa.int32(), pa.string())
-_BLOCK_SIZE = 16 << 20
+_BLOCK_SIZE = 4 << 20
 
 
 @dataclasses.dataclass
@@ -242,7 +242,9 @@ def _open_text(path: Path, raw: bytes | None) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace", newline="")
 
 
-def _csv_rows(stream: io.TextIOBase, delimiter: str, quote: bool):
+def _csv_rows(
+    stream: io.TextIOBase, delimiter: str, quote: bool
+) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, fields) for the non-empty lines of a delimited text stream."""
     reader = csv.reader(
         stream, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE

@@ -5,8 +5,8 @@ sorted by descending score. Two back-ends:
 
 - ``ExactIndex``: exact scores of every item (TensorFlow matmul + ``top_k``, chunked over
   the catalog so memory stays bounded on million-item catalogs).
-- ``ScannIndex``: Google's ScaNN (partitioning tree, anisotropic hashing, exact re-scoring),
-  with parameters chosen from the catalog size by ``scann_parameters``.
+- ``ScannIndex``: Google's ScaNN (a partitioning tree, then exact or anisotropic-hashing
+  scores of the searched leaves), with parameters chosen by ``scann_parameters``.
 
 Indexes map internal row positions to caller ids (``ids``; default ``0..n-1``) and assume
 nothing else about them. ``save(directory)`` writes ``index.json`` beside the arrays, so that
@@ -31,8 +31,11 @@ from scann.scann_ops.py import scann_ops_pybind
 
 METADATA_FILE = "index.json"
 IDS_FILE = "ids.npy"
-BRUTE_FORCE_MAX_ITEMS = 20_000
-"""Below this catalog size ScaNN scores by brute force (its docs' rule of thumb: 20k)."""
+PARTITION_MIN_ITEMS = 20_000
+"""Below this catalog size ScaNN scores every item (its docs' rule of thumb: 20k)."""
+AH_MAX_K = 200
+"""From this k on, ScaNN scores the searched leaves exactly instead of with AH."""
+SCORINGS = ("ah", "brute_force")
 
 
 class RetrievalIndex(abc.ABC):
@@ -188,21 +191,24 @@ def _chunked_top_k(chunks: list[tf.Tensor], chunk_size: int, dim: int) -> Callab
 def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
     """ScaNN settings for a catalog of ``num_items`` searched for the top ``k``.
 
-    Follows ScaNN's ``docs/algorithms.md``: brute force below ``BRUTE_FORCE_MAX_ITEMS``;
-    otherwise a partitioning tree of about ``sqrt(n)`` leaves, anisotropic hashing with
-    ``dimensions_per_block=2`` and threshold 0.2, and exact re-scoring of more candidates
-    than k. The leaves searched (at least 5% of them, and enough to hold 20k candidates)
-    and the re-scoring depth (``max(4k, 1000)``) were tuned on clustered, L2-normalised
-    32-d catalogs of 200k-1.7M items to reach about 0.99 agreement with exact top-500
-    (``benchmarks/bench_evaluation.py``). Every entry can be overridden in ``ScannIndex``.
+    Follows ScaNN's ``docs/algorithms.md``: no partitioning below ``PARTITION_MIN_ITEMS``
+    items (brute force); above it a tree of about ``sqrt(n)`` leaves, searching at least 5%
+    of them and enough for 20k candidates. Leaves are scored with anisotropic hashing
+    (``dimensions_per_block=2``, threshold 0.2) and exact re-scoring of ``max(4k, 1000)``
+    candidates, except for ``k >= AH_MAX_K``: measured at k=500 on a clustered 1.7M x 32
+    catalog (``benchmarks/bench_evaluation.py``), AH needs re-scoring depths that make it
+    slower than scoring the searched leaves exactly, which reaches 0.99 agreement with
+    exact top-500 at about 5% of the leaves. Every entry can be overridden in ``ScannIndex``.
     """
     if num_items < 1 or k < 1:
         raise ValueError(f"num_items and k must be positive, got {num_items} and {k}.")
     num_leaves = max(1, round(math.sqrt(num_items)))
     items_per_leaf = num_items / num_leaves
     wanted_leaves = max(math.ceil(0.05 * num_leaves), math.ceil(20_000 / items_per_leaf))
+    partition = num_items >= PARTITION_MIN_ITEMS
     return {
-        "brute_force": num_items < BRUTE_FORCE_MAX_ITEMS,
+        "partition": partition,
+        "scoring": "ah" if partition and k < AH_MAX_K else "brute_force",
         "num_leaves": num_leaves,
         "num_leaves_to_search": min(num_leaves, wanted_leaves),
         "training_sample_size": min(num_items, 250_000),
@@ -216,7 +222,8 @@ class ScannIndex(RetrievalIndex):
     """Approximate top-k by inner product with ScaNN.
 
     Arguments left ``None`` take their value from ``scann_parameters(n, k_default)``;
-    ``brute_force=False`` forces the tree/AH searcher on a small catalog. Results that
+    ``partition=True`` forces a tree on a small catalog; ``scoring`` is one of
+    ``SCORINGS``; the AH settings apply only to ``scoring="ah"``. Results that
     ScaNN cannot fill (fewer than k candidates in the searched leaves) come back with id
     ``-1`` and score ``-inf``.
     """
@@ -228,7 +235,8 @@ class ScannIndex(RetrievalIndex):
         embeddings: np.ndarray,
         ids: np.ndarray | None = None,
         *,
-        brute_force: bool | None = None,
+        partition: bool | None = None,
+        scoring: str | None = None,
         num_leaves: int | None = None,
         num_leaves_to_search: int | None = None,
         training_sample_size: int | None = None,
@@ -242,7 +250,8 @@ class ScannIndex(RetrievalIndex):
             raise ValueError(f"k_default must be positive, got {k_default}.")
         params = scann_parameters(len(embeddings), min(k_default, len(embeddings)))
         overrides = {
-            "brute_force": brute_force,
+            "partition": partition,
+            "scoring": scoring,
             "num_leaves": num_leaves,
             "num_leaves_to_search": num_leaves_to_search,
             "training_sample_size": training_sample_size,
@@ -252,6 +261,8 @@ class ScannIndex(RetrievalIndex):
         }
         params.update({key: value for key, value in overrides.items() if value is not None})
         params["k_default"] = k_default
+        if params["scoring"] not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {params['scoring']!r}.")
         super().__init__(ids, embeddings.shape[1])
         self.params = params
         self._searcher = _build_scann(embeddings, params)
@@ -281,8 +292,9 @@ class ScannIndex(RetrievalIndex):
         self, queries: np.ndarray, k: int, leaves: int | None, reorder: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
         options: dict[str, int] = {"final_num_neighbors": k}
-        if not self.params["brute_force"]:
+        if self.params["partition"]:
             options["leaves_to_search"] = leaves or self.params["num_leaves_to_search"]
+        if self.params["scoring"] == "ah":
             options["pre_reorder_num_neighbors"] = max(k, reorder or self.params["reorder"])
         positions, scores = self._searcher.search_batched_parallel(queries, **options)
         missing = np.isnan(scores)
@@ -312,15 +324,16 @@ class ScannIndex(RetrievalIndex):
 
 def _build_scann(embeddings: np.ndarray, params: dict[str, Any]) -> Any:
     builder = scann_ops_pybind.builder(embeddings, params["k_default"], "dot_product")
-    if params["brute_force"]:
-        return builder.score_brute_force().build()
-    return (
-        builder.tree(
+    if params["partition"]:
+        builder = builder.tree(
             num_leaves=params["num_leaves"],
             num_leaves_to_search=params["num_leaves_to_search"],
             training_sample_size=params["training_sample_size"],
         )
-        .score_ah(
+    if params["scoring"] == "brute_force":
+        return builder.score_brute_force().build()
+    return (
+        builder.score_ah(
             params["dimensions_per_block"],
             anisotropic_quantization_threshold=params["anisotropic_threshold"],
         )

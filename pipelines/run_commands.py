@@ -24,7 +24,10 @@ def _overrides(pairs: list[str]) -> dict:
 def _train(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.train import train
 
-    config = config_lib.load(args.config, _overrides(args.set))
+    overrides = _overrides(args.set)
+    if args.strategy:
+        overrides["training.strategy"] = args.strategy
+    config = config_lib.load(args.config, overrides)
     run_dir = args.run_dir or Path("runs") / Path(args.config).stem
     result = train(config, run_dir)
     print(json.dumps(result["test"], indent=2))
@@ -70,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", type=Path, help="run directory (default runs/<config name>); reused to resume")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set loss.alpha=1.4 (repeatable)")
+    train.add_argument("--strategy", choices=config_lib.TrainingConfig.CHOICES["strategy"],
+                       help="tf.distribute strategy (default: the config's training.strategy); "
+                       "multi_worker and parameter_server read the cluster from TF_CONFIG")
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate a trained run (Recall/HitRate/NDCG@N)")

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-
 from tfcroloss.pipelines import export
 from tfcroloss.pipelines.files import atomic_write_text
 from tfcroloss.pipelines.retrieval import RetrievalIndex, agreement, build_index, load_index
@@ -70,7 +69,7 @@ def build_version_index(
     ``build.json``.
 
     Parameters come from ``retrieval.scann_parameters(num_items, k)``; ``overrides`` (e.g.
-    ``num_leaves``, ``num_leaves_to_search``, ``reorder``, ``brute_force``) replace them.
+    ``num_leaves``, ``num_leaves_to_search``, ``reorder``, ``partition``, ``scoring``) replace them.
     ``agreement@k`` is measured against exact top-k on ``sample_queries`` catalog vectors
     (user and item vectors share one space). The index appears atomically.
     """
@@ -193,7 +192,7 @@ class Retriever:
                 Recommendation(
                     item_ids=self._tokens[chosen].tolist(),
                     scores=(self._tau * scores[row][keep][:k]).tolist(),
-                    unknown_ids=[str(token) for token, known in zip(history, history_ids[row]) if known == 0],
+                    unknown_ids=[str(token) for token, known in zip(history, history_ids[row], strict=False) if known == 0],
                 )
             )
         return results

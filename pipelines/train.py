@@ -12,6 +12,12 @@ A run directory is the contract with evaluation and export::
 Running the same command again on a run directory resumes from its last
 checkpoint (also after SIGKILL); batches and negatives are functions of (seed,
 step), so a resumed run continues exactly where the checkpoint left it.
+
+``training.strategy`` picks a ``tf.distribute`` strategy (see ``distribute``). Under
+``multi_worker`` every worker runs ``train`` and computes the same validations (so all stop
+together), but only the chief writes the run directory; the others write to scratch
+directories removed at the end, and resume from the chief's checkpoints (a file system all
+workers share). Under ``parameter_server`` the chief trains; worker and ps tasks only serve.
 """
 
 from __future__ import annotations
@@ -20,15 +26,20 @@ import dataclasses
 import json
 import math
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
 from tfcroloss.models.loss_presets import build_loss
+from tfcroloss.models.optimizers import build_optimizer
 from tfcroloss.models.two_tower import TwoTowerModel
 from tfcroloss.pipelines import config as config_lib
+from tfcroloss.pipelines import distribute
 from tfcroloss.pipelines.dataset import PreparedDataset
 from tfcroloss.pipelines.evaluate import evaluate
 from tfcroloss.pipelines.files import atomic_write_text
@@ -142,14 +153,28 @@ def _prepare_run_directory(config: config_lib.RunConfig, run_dir: Path) -> None:
     atomic_write_text(saved, config.to_yaml())
 
 
-def train(config: config_lib.RunConfig, run_dir: str | Path, *, verbose: int | None = None) -> dict[str, Any]:
-    """Trains (or resumes) the run in ``run_dir`` and returns its test metrics."""
-    run_dir = Path(run_dir)
+def train(
+    config: config_lib.RunConfig,
+    run_dir: str | Path,
+    *,
+    verbose: int | None = None,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
+    """Trains (or resumes) the run in ``run_dir`` and returns its test metrics.
+
+    ``callbacks`` are extra Keras callbacks for ``fit``. On worker and ps tasks of a
+    ``parameter_server`` cluster this serves and never returns.
+    """
+    distribute.serve_if_server_task(config.training.strategy)
+    strategy = distribute.make_strategy(config.training.strategy)  # before any other TF op
+    scratch = None if distribute.is_chief(strategy) else tempfile.TemporaryDirectory(prefix="tfcroloss-worker-")
+    resume_dir, run_dir = Path(run_dir), Path(run_dir if scratch is None else scratch.name)
     dataset = PreparedDataset.load(config.data.path)
     _prepare_run_directory(config, run_dir)
     tf.keras.utils.set_random_seed(config.training.seed)
-    model = build_model(config, dataset)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.training.learning_rate))
+    with strategy.scope():
+        model = build_model(config, dataset)
+        model.compile(optimizer=build_optimizer(config.training.optimizer, config.training.learning_rate))
     run = Run(run_dir, config, dataset, model)
 
     state = tf.train.Checkpoint(
@@ -161,29 +186,35 @@ def train(config: config_lib.RunConfig, run_dir: str | Path, *, verbose: int | N
     )
     latest = tf.train.CheckpointManager(state, str(run_dir / "checkpoints"), max_to_keep=1)
     best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run_dir / "best"), max_to_keep=1)
-    if latest.latest_checkpoint:
-        state.restore(latest.latest_checkpoint).expect_partial()
-        print(f"resuming {run_dir} from step {int(model.optimizer.iterations.numpy())}", flush=True)
+    resume_from = tf.train.latest_checkpoint(str(resume_dir / "checkpoints"))
+    if resume_from:
+        state.restore(resume_from).expect_partial()
+        print(f"resuming {resume_dir} from step {int(model.optimizer.iterations.numpy())}", flush=True)
 
     training = config.training
     done_steps = int(model.optimizer.iterations.numpy())
     stopped = int(state.bad_validations.numpy()) >= training.patience
     epochs = math.ceil(training.max_steps / training.eval_every)
     if done_steps < training.max_steps and not stopped:
-        batches = training_dataset(
-            dataset.train,
-            batch_size=training.batch_size,
-            maxlen=config.data.maxlen,
-            seed=training.seed,
-            scheme=config.data.scheme,
-            start_step=done_steps,
-        )
+
+        def batches(input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+            return training_dataset(
+                dataset.train,
+                batch_size=training.batch_size,
+                maxlen=config.data.maxlen,
+                seed=training.seed,
+                scheme=config.data.scheme,
+                input_context=input_context,
+                start_step=done_steps,
+            )
+
         callbacks = [
             _Validation(run, state, latest, best, _validation_samples(config, dataset)),
             tf.keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq=max(1, training.eval_every // 10)),
+            *callbacks,
         ]
         model.fit(
-            batches,
+            distribute.distributed_input(strategy, batches),
             epochs=epochs,
             initial_epoch=done_steps // training.eval_every,
             steps_per_epoch=training.eval_every,
@@ -193,7 +224,10 @@ def train(config: config_lib.RunConfig, run_dir: str | Path, *, verbose: int | N
     if not best.latest_checkpoint:
         raise RuntimeError(f"{run_dir}: training ended without a validation; raise training.max_steps")
     tf.train.Checkpoint(model=model).restore(best.latest_checkpoint).expect_partial()
-    return _write_test_metrics(run, best_step=int(state.best_step.numpy()))
+    result = _write_test_metrics(run, best_step=int(state.best_step.numpy()))
+    if scratch is not None:
+        scratch.cleanup()
+    return result
 
 
 def _write_test_metrics(run: Run, best_step: int) -> dict[str, Any]:

@@ -16,7 +16,13 @@ def tiny_config(data_path: Path, **sections) -> config_lib.RunConfig:
         "model": {"embedding_dim": 16, "hidden_dims": [16]},
         "loss": {"name": "croloss", "kernel": "softplus", "alpha": 1.0},
         "negatives": {"mode": "sampled", "per_positive": 2},
-        "training": {"batch_size": 32, "learning_rate": 0.02, "max_steps": 40, "eval_every": 20, "patience": 3},
+        "training": {
+            "batch_size": 32,
+            "learning_rate": 0.02,
+            "max_steps": 40,
+            "eval_every": 20,
+            "patience": 3,
+        },
         "evaluation": {"ns": [5, 10, 20], "select_on": "recall@10"},
     }
     for name, values in sections.items():

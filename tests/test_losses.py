@@ -16,6 +16,7 @@ NUM_ITEMS = 500
 
 # ---- NumPy reference (float64, direct formulas, no log-space tricks) -------------------------
 
+
 def np_sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -72,6 +73,7 @@ def np_croloss(y_true, y_pred, kernel, alpha, num_items, weight_kernel=None):
 
 # ---- helpers -----------------------------------------------------------------------------
 
+
 def make_batch(seed=0, batch=4, candidates=9, scale=3.0):
     rng = np.random.default_rng(seed)
     y_pred = rng.normal(scale=scale, size=(batch, candidates))
@@ -89,6 +91,7 @@ def value_and_grad(loss, y_true, y_pred, sample_weight=None):
 
 
 # ---- values and gradients against the reference ------------------------------------------
+
 
 @pytest.mark.parametrize("kernel,alpha", list(itertools.product(KERNELS, ALPHAS)))
 def test_croloss_matches_reference(kernel, alpha):
@@ -114,11 +117,20 @@ def test_croloss_matches_reference(kernel, alpha):
 def test_lambda_matches_reference(weight_kernel, grad_kernel, alpha):
     y_true, y_pred = make_batch(seed=7, scale=2.0)
     loss = LambdaCROLoss(
-        NUM_ITEMS, alpha=alpha, weight_kernel=weight_kernel, grad_kernel=grad_kernel, reduction="none"
+        NUM_ITEMS,
+        alpha=alpha,
+        weight_kernel=weight_kernel,
+        grad_kernel=grad_kernel,
+        reduction="none",
     )
     value, grad = value_and_grad(loss, y_true, y_pred)
     want_value, want_grad = np_croloss(
-        y_true, y_pred.astype(np.float64), grad_kernel, alpha, NUM_ITEMS, weight_kernel=weight_kernel
+        y_true,
+        y_pred.astype(np.float64),
+        grad_kernel,
+        alpha,
+        NUM_ITEMS,
+        weight_kernel=weight_kernel,
     )
     np.testing.assert_allclose(value, want_value, rtol=2e-5)
     np.testing.assert_allclose(grad, want_grad, rtol=2e-4, atol=1e-6)
@@ -133,6 +145,7 @@ def test_lambda_with_same_kernels_has_croloss_gradient():
 
 
 # ---- the paper's special cases (section 3.5) ---------------------------------------------
+
 
 def test_exponential_alpha_one_is_softmax_cross_entropy():
     y_true, y_pred = make_batch(seed=11, candidates=12)
@@ -155,17 +168,24 @@ def test_exponential_alpha_one_is_softmax_cross_entropy():
 def test_alpha_zero_is_bpr_and_triplet(kernel, pairwise):
     """CROLoss(alpha=0) = log(N+1) * mean pairwise loss + log(N+1) * (1/M - 1/N)."""
     y_true, y_pred = make_batch(seed=5, candidates=10)
-    value, _ = value_and_grad(CROLoss(NUM_ITEMS, alpha=0.0, kernel=kernel, reduction="none"), y_true, y_pred)
+    value, _ = value_and_grad(
+        CROLoss(NUM_ITEMS, alpha=0.0, kernel=kernel, reduction="none"), y_true, y_pred
+    )
     pos = y_pred[y_true == 1][:, None]
     gaps = y_pred[y_true == 0].reshape(len(y_pred), -1) - pos
     mean_pairwise = pairwise(gaps.astype(np.float64)).mean(axis=1)
     scale, m = np.log(NUM_ITEMS + 1.0), gaps.shape[1]
-    np.testing.assert_allclose(value, scale * mean_pairwise + scale * (1 / m - 1 / NUM_ITEMS), rtol=1e-5)
+    np.testing.assert_allclose(
+        value, scale * mean_pairwise + scale * (1 / m - 1 / NUM_ITEMS), rtol=1e-5
+    )
 
 
 # ---- masking, weights, reductions, stability ---------------------------------------------
 
-@pytest.mark.parametrize("loss", [CROLoss(NUM_ITEMS, 1.2, "sigmoid"), LambdaCROLoss(NUM_ITEMS, 1.0)])
+
+@pytest.mark.parametrize(
+    "loss", [CROLoss(NUM_ITEMS, 1.2, "sigmoid"), LambdaCROLoss(NUM_ITEMS, 1.0)]
+)
 def test_masked_logits_are_ignored(loss):
     y_true, y_pred = make_batch(seed=2, candidates=6)
     masked = np.finfo(np.float32).min / 100
@@ -203,13 +223,22 @@ def test_sample_weight_and_reductions():
 @pytest.mark.parametrize(
     "loss",
     [CROLoss(NUM_ITEMS, a, k) for k in KERNELS for a in ALPHAS]
-    + [LambdaCROLoss(NUM_ITEMS, a, w, g) for w in ("sigmoid", "unit_step") for g in KERNELS for a in (0.0, 1.0, 1.4)],
+    + [
+        LambdaCROLoss(NUM_ITEMS, a, w, g)
+        for w in ("sigmoid", "unit_step")
+        for g in KERNELS
+        for a in (0.0, 1.0, 1.4)
+    ],
     ids=lambda loss: loss.get_config().get("kernel", "lambda"),
 )
 def test_extreme_logits_stay_finite(loss):
     y_true = np.eye(3, 6, dtype=np.float32)
     y_pred = np.array(
-        [[1e4, -1e4, 1e4, 0, -1e4, 1e4], [-1e4, 1e4, 1e4, 1e4, 1e4, 1e4], [0, 0, -1e4, 1e4, -1e4, 0]],
+        [
+            [1e4, -1e4, 1e4, 0, -1e4, 1e4],
+            [-1e4, 1e4, 1e4, 1e4, 1e4, 1e4],
+            [0, 0, -1e4, 1e4, -1e4, 0],
+        ],
         np.float32,
     )
     value, grad = value_and_grad(loss, y_true, y_pred)
@@ -217,6 +246,7 @@ def test_extreme_logits_stay_finite(loss):
 
 
 # ---- argument and input errors -------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "make,match",
@@ -248,6 +278,7 @@ def test_bad_inputs():
 
 # ---- serialization --------------------------------------------------------------------------
 
+
 @tf.keras.utils.register_keras_serializable(package="tests")
 def soft_step(x):
     return tf.math.sigmoid(2.0 * x)
@@ -277,13 +308,17 @@ def _tiny_model():
     return tf.keras.Model(inputs, tf.keras.layers.Dense(8)(inputs))
 
 
-@pytest.mark.parametrize("loss", [CROLoss(num_items=8, alpha=1.0), LambdaCROLoss(num_items=8, alpha=1.4)])
+@pytest.mark.parametrize(
+    "loss", [CROLoss(num_items=8, alpha=1.0), LambdaCROLoss(num_items=8, alpha=1.4)]
+)
 def test_compile_fit_save_and_reload(loss, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 4)).astype(np.float32)
     y = np.eye(8, dtype=np.float32)[np.argmax(x @ rng.normal(size=(4, 8)), axis=1)]  # learnable
     model = _tiny_model()
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss=loss, metrics=["categorical_accuracy"])
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(0.05), loss=loss, metrics=["categorical_accuracy"]
+    )
     model.fit(x, y, epochs=10, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x, y, verbose=0)
     assert accuracy > 0.8  # chance is 1/8
@@ -293,4 +328,6 @@ def test_compile_fit_save_and_reload(loss, tmp_path):
     reloaded = tf.keras.models.load_model(path)
     assert type(reloaded.loss) is type(loss)
     assert reloaded.loss.get_config() == model.loss.get_config()
-    np.testing.assert_allclose(reloaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        reloaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-5
+    )

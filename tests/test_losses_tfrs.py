@@ -44,8 +44,14 @@ def test_accidental_hits_are_not_negatives():
     kept[0][2] = False  # accidental hit: same item as query 0's positive
     kept[2][0] = False  # and the other way round
     want = [
-        np_croloss(labels[i : i + 1, kept[i]], scores[i : i + 1, kept[i]], "softplus", 1.0, NUM_ITEMS,
-                   weight_kernel="sigmoid")[0][0]
+        np_croloss(
+            labels[i : i + 1, kept[i]],
+            scores[i : i + 1, kept[i]],
+            "softplus",
+            1.0,
+            NUM_ITEMS,
+            weight_kernel="sigmoid",
+        )[0][0]
         for i in range(4)
     ]
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
@@ -62,7 +68,9 @@ class TinyRetrievalModel(tfrs.Model):
         negatives = tf.random.stateless_uniform([16], seed=[1, 2], maxval=NUM_ITEMS, dtype=tf.int32)
         items = tf.concat([features["item"], negatives], axis=0)
         return self.task(
-            self.query_tower(features["user"]), self.item_tower(items), candidate_ids=items,
+            self.query_tower(features["user"]),
+            self.item_tower(items),
+            candidate_ids=items,
             compute_metrics=False,
         )
 
@@ -70,7 +78,9 @@ class TinyRetrievalModel(tfrs.Model):
 def test_fits_inside_tfrs_model():
     rng = np.random.default_rng(0)
     users = rng.integers(0, NUM_ITEMS, 512).astype(np.int32)
-    data = tf.data.Dataset.from_tensor_slices({"user": users, "item": (users * 7) % NUM_ITEMS}).batch(32)
+    data = tf.data.Dataset.from_tensor_slices(
+        {"user": users, "item": (users * 7) % NUM_ITEMS}
+    ).batch(32)
     model = TinyRetrievalModel(CROLoss(NUM_ITEMS, alpha=1.0, kernel="softplus"))
     model.compile(optimizer=tf.keras.optimizers.Adam(0.1))
     history = model.fit(data, epochs=4, verbose=0)

@@ -50,19 +50,32 @@ def collect(dataset, batches=None):
     return rows
 
 
-def test_all_cuts_is_one_epoch_over_every_cut():
+def test_all_cuts_are_epochs_over_every_cut():
     dataset = training_dataset(SPLIT, batch_size=2, maxlen=3, seed=5, scheme="all_cuts")
     # Cuts: user 0 -> k in 4..6 (3 cuts), user 1 -> k = 4 (1 cut); users 2 and 3 give none.
     expected = [reference_cut(SPLIT, 0, k, 3) for k in (4, 5, 6)] + [reference_cut(SPLIT, 1, 4, 3)]
     expected = sorted((tuple(h), t) for h, t in expected)
-    first = collect(dataset)
+    first = collect(dataset, batches=2)  # 4 cuts in batches of 2: one epoch
     assert sorted(first) == expected
     assert (
-        collect(training_dataset(SPLIT, batch_size=2, maxlen=3, seed=5, scheme="all_cuts")) == first
+        collect(training_dataset(SPLIT, batch_size=2, maxlen=3, seed=5, scheme="all_cuts"), 2)
+        == first
     )
     assert ((12, 13, 14), 15) in first  # user 0, k = 4
-    epochs = collect(dataset.repeat(8))
+    epochs = collect(dataset, batches=16)
+    assert all(sorted(epochs[i : i + 4]) == expected for i in range(0, 32, 4))
     assert len({tuple(epochs[i : i + 4]) for i in range(0, 32, 4)}) > 1  # a new order per epoch
+
+
+@pytest.mark.parametrize("scheme", ["random_users", "all_cuts"])
+def test_start_step_resumes_the_stream(scheme):
+    def stream(start_step, batches):
+        dataset = training_dataset(
+            SPLIT, batch_size=2, maxlen=3, seed=5, scheme=scheme, start_step=start_step
+        )
+        return collect(dataset, batches)
+
+    assert stream(0, 7)[2 * 3 :] == stream(3, 4)
 
 
 def test_all_cuts_shards_are_disjoint_and_complete():
@@ -70,7 +83,7 @@ def test_all_cuts_shards_are_disjoint_and_complete():
         *[list(range(100 * u + 1, 100 * u + 1 + n)) for u, n in enumerate([9, 6, 12, 5])]
     )
     whole = sorted(
-        collect(training_dataset(split, batch_size=4, maxlen=4, seed=1, scheme="all_cuts"))
+        collect(training_dataset(split, batch_size=4, maxlen=4, seed=1, scheme="all_cuts"), 4)
     )
     shards = []
     for pipeline in range(2):
@@ -81,7 +94,7 @@ def test_all_cuts_shards_are_disjoint_and_complete():
             split, batch_size=4, maxlen=4, seed=1, scheme="all_cuts", input_context=context
         )
         assert shard.element_spec["history"].shape.as_list() == [None, 4]
-        shards.append(collect(shard))
+        shards.append(collect(shard, 4))
     assert sorted(shards[0] + shards[1]) == whole
     assert len(whole) == (9 - 4) + (6 - 4) + (12 - 4) + (5 - 4)
 

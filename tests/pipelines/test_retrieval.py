@@ -60,17 +60,19 @@ def test_scann_brute_force_equals_exact(catalog):
     embeddings, queries = catalog
     ids = np.arange(1, len(embeddings) + 1)
     index = build_index("scann", embeddings, ids, k_default=20)
-    assert index.params["brute_force"] and not index.is_exact
+    assert not index.params["partition"] and index.params["scoring"] == "brute_force"
+    assert not index.is_exact
     scores, found = index.search(queries, 20)
     want_scores, want_ids = reference_top_k(embeddings, queries, 20, ids)
     np.testing.assert_array_equal(found, want_ids)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
 
 
-def test_scann_tree_agrees_with_exact(catalog, tmp_path):
+@pytest.mark.parametrize("scoring", ["ah", "brute_force"])
+def test_scann_tree_agrees_with_exact(catalog, tmp_path, scoring):
     embeddings, queries = catalog
     ids = np.arange(1, len(embeddings) + 1)
-    index = ScannIndex(embeddings, ids, brute_force=False, k_default=50)
+    index = ScannIndex(embeddings, ids, partition=True, scoring=scoring, k_default=50)
     assert index.params["num_leaves"] == 71
     scores, found = index.search(queries, 50)
     _, want_ids = reference_top_k(embeddings, queries, 50, ids)
@@ -102,7 +104,9 @@ def test_exact_save_load_round_trip(tmp_path):
 
 def test_scann_parameters_follow_catalog_size():
     small, large = scann_parameters(1_000, 10), scann_parameters(1_700_000, 500)
-    assert small["brute_force"] and not large["brute_force"]
+    assert not small["partition"] and small["scoring"] == "brute_force"
+    assert large["partition"] and large["scoring"] == "brute_force"
+    assert scann_parameters(1_700_000, 50)["scoring"] == "ah"
     assert large["num_leaves"] == 1304
     assert 1 <= large["num_leaves_to_search"] <= large["num_leaves"]
     assert large["reorder"] > 500 and large["dimensions_per_block"] == 2
@@ -125,5 +129,7 @@ def test_bad_arguments_raise():
         index.search(embeddings, 5)
     with pytest.raises(ValueError, match="shape \\[Q, 4\\]"):
         index.search(embeddings[:, :3], 1)
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        ScannIndex(embeddings, scoring="lut")
     with pytest.raises(ValueError, match="unique"):
         build_index("exact", embeddings, ids=np.array([1, 1, 2, 3]))

@@ -33,7 +33,10 @@ def test_training_improves_on_the_untrained_model(tiny_run):
     run = load_run(tiny_run)
     samples = evaluation_samples(run.dataset.test, maxlen=10)
     untrained = build_model(run.config, run.dataset)
-    assert evaluate(run.model, samples, ns=[20])["recall@20"] > evaluate(untrained, samples, ns=[20])["recall@20"]
+    assert (
+        evaluate(run.model, samples, ns=[20])["recall@20"]
+        > evaluate(untrained, samples, ns=[20])["recall@20"]
+    )
 
 
 def _weights(run_dir):
@@ -43,7 +46,9 @@ def _weights(run_dir):
 def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
     config = tiny_config(tiny_dataset, training={"max_steps": 40, "eval_every": 20, "patience": 10})
     train(config, tmp_path / "straight", verbose=0)
-    first_half = tiny_config(tiny_dataset, training={"max_steps": 20, "eval_every": 20, "patience": 10})
+    first_half = tiny_config(
+        tiny_dataset, training={"max_steps": 20, "eval_every": 20, "patience": 10}
+    )
     train(first_half, tmp_path / "resumed", verbose=0)
     train(config, tmp_path / "resumed", verbose=0)
     for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed"), strict=True):
@@ -52,10 +57,20 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
 
 def test_resumes_after_sigkill(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    config = tiny_config(tiny_dataset, training={"max_steps": 100000, "eval_every": 10, "patience": 100000})
+    config = tiny_config(
+        tiny_dataset, training={"max_steps": 100000, "eval_every": 10, "patience": 100000}
+    )
     (tmp_path / "config.yaml").write_text(config.to_yaml())
-    command = [sys.executable, "-m", "tfcroloss.pipelines.cli", "train", "--config", str(tmp_path / "config.yaml"),
-               "--run-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "tfcroloss.pipelines.cli",
+        "train",
+        "--config",
+        str(tmp_path / "config.yaml"),
+        "--run-dir",
+        str(run_dir),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "checkpoints" / "checkpoint").exists():
@@ -66,8 +81,12 @@ def test_resumes_after_sigkill(tiny_dataset, tmp_path):
     saved_step = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
     assert saved_step >= 10
 
-    resumed = config_lib.from_dict({**config.to_dict(), "training": {**config.to_dict()["training"],
-                                                                      "max_steps": saved_step + 20}})
+    resumed = config_lib.from_dict(
+        {
+            **config.to_dict(),
+            "training": {**config.to_dict()["training"], "max_steps": saved_step + 20},
+        }
+    )
     result = train(resumed, run_dir, verbose=0)
     assert result["steps"] == saved_step + 20
 
@@ -104,7 +123,10 @@ def test_scann_evaluation_reports_agreement(tiny_run):
     "change,match",
     [
         ({"model": {"embeding_dim": 8}}, "unknown key 'embeding_dim'; valid keys: embedding_dim"),
-        ({"negatives": {"mode": "hard"}}, "negatives.mode: 'hard' is not one of sampled, in_batch, both"),
+        (
+            {"negatives": {"mode": "hard"}},
+            "negatives.mode: 'hard' is not one of sampled, in_batch, both",
+        ),
         ({"training": {"batch_size": "big"}}, "training.batch_size: expected int"),
         ({"evaluation": {"select_on": "recall@7"}}, "select_on must be"),
         ({"data": {"path": ""}}, "data.path is required"),
@@ -119,7 +141,9 @@ def test_config_errors_name_the_key(tiny_dataset, change, match):
 
 
 def test_config_file_round_trip(tiny_dataset, tmp_path):
-    config = tiny_config(tiny_dataset, loss={"name": "lambda_croloss", "alpha": 1.4, "grad_kernel": "exp"})
+    config = tiny_config(
+        tiny_dataset, loss={"name": "lambda_croloss", "alpha": 1.4, "grad_kernel": "exp"}
+    )
     (tmp_path / "c.yaml").write_text(config.to_yaml())
     assert config_lib.load(tmp_path / "c.yaml") == config
     assert config_lib.load(tmp_path / "c.yaml", {"loss.alpha": 2.0}).loss.params["alpha"] == 2.0
