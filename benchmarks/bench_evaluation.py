@@ -23,9 +23,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tfcroloss.pipelines.retrieval import ExactIndex, ScannIndex, agreement
 
 from tfcroloss.metrics import retrieval_metrics, targets_from_lists
+from tfcroloss.pipelines.retrieval import ExactIndex, ScannIndex, agreement
 
 K = 500
 DIM = 32

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tfcroloss.models import build_loss
 
 from benchmarks.train_steps import (
     AMAZON_BOOKS,
@@ -31,6 +30,7 @@ from benchmarks.train_steps import (
     synthetic_batches,
     train_step,
 )
+from tfcroloss.models import build_loss
 
 LOSSES = ("tfrs_softmax", "croloss", "lambda_croloss")
 BASELINE = "tfrs_softmax"

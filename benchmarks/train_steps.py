@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
+
 from tfcroloss.models import TwoTowerModel, build_loss
 from tfcroloss.models.optimizers import build_optimizer
 

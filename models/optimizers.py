@@ -2,7 +2,7 @@
 
 tf-keras ``Adam`` receives the item table's gradient as ``tf.IndexedSlices`` but
 decays both moment tables and rewrites the variable densely, over every row, at
-every step: at a catalog of 1.7M items that is several passes over 218 MB per
+every step: at a catalog of 1.7M items that is several passes over 219 MB per
 step, for a batch that touched a few thousand rows.
 """
 
@@ -37,13 +37,13 @@ class LazyAdam(tf.keras.optimizers.Adam):
         index = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[index], self._velocities[index]
         rows = gradient.indices  # unique: apply_gradients deduplicates sparse gradients
-        m_rows = self.beta_1 * m.sparse_read(rows) + (1 - self.beta_1) * gradient.values
-        v_rows = self.beta_2 * v.sparse_read(rows) + (1 - self.beta_2) * tf.square(gradient.values)
+        m_rows = self.beta_1 * tf.gather(m, rows) + (1 - self.beta_1) * gradient.values
+        v_rows = self.beta_2 * tf.gather(v, rows) + (1 - self.beta_2) * tf.square(gradient.values)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))
         v.scatter_update(tf.IndexedSlices(v_rows, rows))
         if self.amsgrad:
             v_hat = self._velocity_hats[index]
-            v_rows = tf.maximum(v_hat.sparse_read(rows), v_rows)
+            v_rows = tf.maximum(tf.gather(v_hat, rows), v_rows)
             v_hat.scatter_update(tf.IndexedSlices(v_rows, rows))
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
+
 from tfcroloss.pipelines.config import ConfigError, TrainingConfig
 
 STRATEGIES: tuple[str, ...] = TrainingConfig.CHOICES["strategy"]

@@ -72,7 +72,9 @@ def evaluate(
     exclude = samples.history if exclude_history else None
     top = top_items(searcher, queries, k, exclude)
     searched = time.perf_counter()
-    result: dict[str, Any] = retrieval_metrics(top, samples.target_offsets, samples.targets, ns=ns)
+    result: dict[str, Any] = retrieval_metrics(
+        top, samples.target_offsets, samples.targets, ns=ns, num_items=len(catalog)
+    )
     result.update(
         users=samples.num_users,
         num_items=len(catalog),

@@ -75,8 +75,15 @@ def load(path: str | Path) -> Experiment:
     if not variants:
         raise config_lib.ConfigError(f"{path}: no variants (give 'variants' or 'grid')")
     base = config_lib.load(raw["base"])
+    from tfcroloss.models.loss_presets import build_loss
+
     for label, loss in variants.items():  # fail now, not after hours of training
-        config_lib.from_dict({**base.to_dict(), "loss": loss}, source=f"{path}: variant {label!r}")
+        where = f"{path}: variant {label!r}"
+        config = config_lib.from_dict({**base.to_dict(), "loss": loss}, source=where)
+        try:
+            build_loss(config.loss.name, num_items=1_000_000, **config.loss.params)
+        except (TypeError, ValueError) as error:
+            raise config_lib.ConfigError(f"{where}: {error}") from None
     return Experiment(base, Path(raw["output"]), [int(s) for s in raw["seeds"]],
                       [float(r) for r in raw["learning_rates"]], variants)
 
@@ -194,6 +201,12 @@ def _best(results: dict[str, Any], name: str, n: int) -> tuple[str, float] | Non
     return max(chosen, key=lambda item: item[1]) if chosen else None
 
 
+def _selected_on_validation(results: dict[str, Any], name: str) -> str | None:
+    """The variant of loss ``name`` with the best validation score (its tuned learning rate, first seed)."""
+    chosen = [(max(r["tuning"].values()), label) for label, r in results.items() if r["loss"]["name"] == name]
+    return max(chosen)[1] if chosen else None
+
+
 def _holds(flag: bool) -> str:
     return "holds" if flag else "does NOT hold"
 
@@ -213,6 +226,15 @@ def claims_markdown(results: dict[str, Any]) -> str:
         if lam and plain:
             lines.append(f"- Recall@{n}: best Lambda ({lam[0]}: {100 * lam[1]:.2f}) >= best plain CROLoss "
                          f"({100 * plain[1]:.2f}): {_holds(lam[1] >= plain[1])}")
+    chosen = _selected_on_validation(results, "croloss")
+    if chosen and softmax[ns[0]]:
+        base = next(label for label, r in results.items() if r["loss"]["name"] == "softmax")
+        for n in ns:
+            ours, theirs = results[chosen], results[base]
+            gap = ours["mean"][f"recall@{n}"] - theirs["mean"][f"recall@{n}"]
+            noise = max(ours["std"][f"recall@{n}"], theirs["std"][f"recall@{n}"])
+            lines.append(f"- Recall@{n}: CROLoss chosen on validation ({chosen}) minus softmax cross-entropy: "
+                         f"{100 * gap:+.2f} points (larger seed std {100 * noise:.2f})")
     kernels = sorted({r["loss"].get("kernel") for r in results.values() if r["loss"]["name"] == "croloss"} - {None})
     for kernel in kernels:
         same = {r["loss"]["alpha"]: r for r in results.values()

@@ -127,7 +127,7 @@ class ExactIndex(RetrievalIndex):
             tf.constant(embeddings[start : start + chunk_size])
             for start in range(0, len(embeddings), chunk_size)
         ]
-        self._top_k = _chunked_top_k(self._chunks, chunk_size, self._dim)
+        self._chunk_size = chunk_size
 
     @property
     def is_exact(self) -> bool:
@@ -139,7 +139,9 @@ class ExactIndex(RetrievalIndex):
         k_tensor = tf.constant(k, dtype=tf.int32)
         for start in range(0, len(queries), self._query_batch_size):
             stop = start + self._query_batch_size
-            batch_scores, batch_positions = self._top_k(tf.constant(queries[start:stop]), k_tensor)
+            batch_scores, batch_positions = _top_k_over_chunks(
+                tf.constant(queries[start:stop]), tuple(self._chunks), k_tensor, self._chunk_size
+            )
             scores[start:stop] = batch_scores.numpy()
             positions[start:stop] = batch_positions.numpy()
         return scores, positions
@@ -160,32 +162,24 @@ class ExactIndex(RetrievalIndex):
         return cls(np.load(path / "embeddings.npy"), np.load(path / IDS_FILE))
 
 
-def _chunked_top_k(chunks: list[tf.Tensor], chunk_size: int, dim: int) -> Callable:
-    """A compiled ``(queries, k) -> (scores, positions)`` over fixed catalog chunks.
+@tf.function(reduce_retracing=True)
+def _top_k_over_chunks(
+    queries: tf.Tensor, chunks: tuple[tf.Tensor, ...], k: tf.Tensor, chunk_size: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(scores, positions)`` of the top ``k`` over catalog ``chunks``.
 
     The chunks are unrolled in the graph, so TensorFlow runs independent chunks in
-    parallel; each keeps its own top k, and one final ``top_k`` merges them.
+    parallel; each keeps its own top k, and one final ``top_k`` merges them. One trace
+    serves every index of the same catalog shape (e.g. each validation of a training run).
     """
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, dim], tf.float32),
-            tf.TensorSpec([], tf.int32),
-        ]
-    )
-    def top_k(queries: tf.Tensor, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        scores, positions = [], []
-        for number, chunk in enumerate(chunks):
-            chunk_k = tf.minimum(k, chunk.shape[0])
-            values, indices = tf.math.top_k(
-                tf.matmul(queries, chunk, transpose_b=True), chunk_k, sorted=False
-            )
-            scores.append(values)
-            positions.append(tf.cast(indices, tf.int64) + number * chunk_size)
-        values, order = tf.math.top_k(tf.concat(scores, axis=1), k)
-        return values, tf.gather(tf.concat(positions, axis=1), order, batch_dims=1)
-
-    return top_k
+    scores, positions = [], []
+    for number, chunk in enumerate(chunks):
+        chunk_k = tf.minimum(k, tf.shape(chunk)[0])
+        values, indices = tf.math.top_k(tf.matmul(queries, chunk, transpose_b=True), chunk_k, sorted=False)
+        scores.append(values)
+        positions.append(tf.cast(indices, tf.int64) + number * chunk_size)
+    values, order = tf.math.top_k(tf.concat(scores, axis=1), k)
+    return values, tf.gather(tf.concat(positions, axis=1), order, batch_dims=1)
 
 
 def scann_parameters(num_items: int, k: int) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def train(
         bad_validations=tf.Variable(0, dtype=tf.int64),
     )
     latest = tf.train.CheckpointManager(state, str(run_dir / "checkpoints"), max_to_keep=1)
-    best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run_dir / "best"), max_to_keep=1)
+    best = tf.train.CheckpointManager(_weights(model), str(run_dir / "best"), max_to_keep=1)
     resume_from = tf.train.latest_checkpoint(str(resume_dir / "checkpoints"))
     if resume_from:
         state.restore(resume_from).expect_partial()
@@ -223,14 +223,20 @@ def train(
         )
     if not best.latest_checkpoint:
         raise RuntimeError(f"{run_dir}: training ended without a validation; raise training.max_steps")
-    tf.train.Checkpoint(model=model).restore(best.latest_checkpoint).expect_partial()
-    result = _write_test_metrics(run, best_step=int(state.best_step.numpy()))
+    steps = int(model.optimizer.iterations.numpy())
+    _weights(model).restore(best.latest_checkpoint).expect_partial()
+    result = _write_test_metrics(run, best_step=int(state.best_step.numpy()), steps=steps)
     if scratch is not None:
         scratch.cleanup()
     return result
 
 
-def _write_test_metrics(run: Run, best_step: int) -> dict[str, Any]:
+def _weights(model: TwoTowerModel) -> tf.train.Checkpoint:
+    """The trained weights alone (no optimizer state): what best/ holds."""
+    return tf.train.Checkpoint(item_embedding=model.item_embedding, user_tower=model.user_tower)
+
+
+def _write_test_metrics(run: Run, best_step: int, steps: int) -> dict[str, Any]:
     """Evaluates the best weights on the test split and writes metrics.json."""
     config = run.config
     samples = evaluation_samples(run.dataset.test, maxlen=config.data.maxlen)
@@ -244,7 +250,7 @@ def _write_test_metrics(run: Run, best_step: int) -> dict[str, Any]:
         "test": test,
         "best_step": best_step,
         "validation": {k: v for k, v in chosen[-1].items() if "@" in k} if chosen else None,
-        "steps": int(run.model.optimizer.iterations.numpy()),
+        "steps": steps,
         "config": config.to_dict(),
     }
     atomic_write_text(run.directory / METRICS_FILE, json.dumps(result, indent=2) + "\n")
@@ -262,5 +268,5 @@ def load_run(run_dir: str | Path) -> Run:
     best = tf.train.latest_checkpoint(str(run_dir / "best"))
     if best is None:
         raise FileNotFoundError(f"{run_dir} has no trained weights yet (best/ is empty): train it first")
-    tf.train.Checkpoint(model=model).restore(best).expect_partial()
+    _weights(model).restore(best).expect_partial()
     return Run(run_dir, config, dataset, model)

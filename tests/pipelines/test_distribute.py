@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+from tests.conftest import tiny_config
 from tfcroloss.pipelines import config as config_lib
 from tfcroloss.pipelines import distribute
 from tfcroloss.pipelines.dataset import PreparedDataset
-from tfcroloss.pipelines.train import load_run
-
-from tests.conftest import tiny_config
+from tfcroloss.pipelines.inputs import training_dataset
+from tfcroloss.pipelines.train import build_model, load_run, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 120  # seconds, for each process of a scenario
@@ -133,7 +135,7 @@ def test_multi_worker_training_keeps_workers_identical(tiny_dataset, tmp_path):
     ]
     outputs = [_finish(worker, deadline) for worker in workers]
     chief, other = (_result(output) for output in outputs)
-    assert chief["steps"] == other["steps"] == 6 and chief["replicas"] == 2
+    assert chief["steps"] == other["steps"] and chief["replicas"] == other["replicas"] == 2
     assert {k: v for k, v in chief["test"].items() if "@" in k} == {
         k: v for k, v in other["test"].items() if "@" in k
     }
@@ -143,7 +145,8 @@ def test_multi_worker_training_keeps_workers_identical(tiny_dataset, tmp_path):
         np.testing.assert_array_equal(weights[0][name], weights[1][name])
     # Only the chief wrote the run directory; no worker's scratch directory is left.
     assert (tmp_path / "run" / "metrics.json").exists()
-    assert len((tmp_path / "run" / "validation.jsonl").read_text().splitlines()) == 2
+    validations = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in validations] == [3, 6]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "best",
         "checkpoints",
@@ -182,20 +185,26 @@ def test_parameter_server_training_shards_the_item_table(tiny_dataset, tmp_path)
             str(tmp_path / "weights.npz"),
             tf_config={"cluster": cluster, "task": {"type": "chief", "index": 0}},
         )
-        result = _result(_finish(coordinator, deadline))
+        output = _finish(coordinator, deadline)
+        result = _result(output)
     finally:
         for server in servers:
             server.kill()
             server.communicate()
-    assert result["steps"] == 6
+    validations = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    assert [v["step"] for v in validations] == [3, 6], output[-3000:]
     rows = PreparedDataset.load(tiny_dataset).num_items + 1
     assert result["item_table_shards"] == [[(rows + 1) // 2, 1024], [rows // 2, 1024]]
     assert set(result["item_table_devices"]) == {
         "/job:ps/replica:0/task:0/device:CPU:0",
         "/job:ps/replica:0/task:1/device:CPU:0",
     }
-    # The sharded checkpoint restores into an unsharded model for evaluation and export.
-    restored = load_run(tmp_path / "run").model.item_embedding.embeddings.numpy()
+    # The sharded checkpoints restore into an unsharded model; the latest holds the final weights.
+    model = load_run(tmp_path / "run").model
+    tf.train.Checkpoint(model=model).restore(
+        tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    ).expect_partial()
+    restored = model.item_embedding.embeddings.numpy()
     np.testing.assert_array_equal(restored, np.load(tmp_path / "weights.npz")["item_embedding"])
 
 
@@ -203,12 +212,8 @@ def test_parameter_server_training_shards_the_item_table(tiny_dataset, tmp_path)
 
 
 def _equality(data_path: str) -> list[dict]:
-    import tensorflow as tf
-
     (cpu,) = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tfcroloss.pipelines.inputs import training_dataset
-    from tfcroloss.pipelines.train import build_model
 
     def loss_and_gradients(model, features):
         with tf.GradientTape() as tape:
@@ -254,14 +259,11 @@ def _equality(data_path: str) -> list[dict]:
 
 
 def _train(config_path: str, run_dir: str, weights_path: str) -> dict:
-    import tensorflow as tf
-    from tfcroloss.pipelines.train import train
-
     class SaveWeights(tf.keras.callbacks.Callback):
         def on_train_end(self, logs=None):
             table = self.model.item_embedding.embeddings
             shards = getattr(table, "variables", [table])
-            self.model.summary_shards = (
+            self.shards = (
                 [s.shape.as_list() for s in shards],
                 [s.device for s in shards],
             )
@@ -276,7 +278,7 @@ def _train(config_path: str, run_dir: str, weights_path: str) -> dict:
 
     saver = SaveWeights()
     result = train(config_lib.load(config_path), run_dir, verbose=0, callbacks=[saver])
-    shapes, devices = saver.model.summary_shards
+    shapes, devices = saver.shards
     return {
         "test": result["test"],
         "steps": result["steps"],

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from tfcroloss.pipelines.retrieval import (
     ExactIndex,
     ScannIndex,

@@ -1,0 +1,93 @@
+"""The two-tower model's candidates: shared negatives, in-batch negatives, accidental hits, log-Q."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.test_losses import np_croloss
+from tfcroloss.models import TwoTowerModel, build_loss
+
+NUM_ITEMS = 30
+HISTORY = np.array([[1, 2, 0], [3, 0, 0], [4, 5, 6], [7, 8, 0]], np.int32)
+POSITIVES = np.array([9, 10, 11, 9], np.int32)  # rows 0 and 3 share their positive
+
+
+def make_model(negatives="sampled", **kwargs):
+    model = TwoTowerModel(
+        NUM_ITEMS, build_loss("croloss", NUM_ITEMS, kernel="sigmoid", alpha=1.2),
+        embedding_dim=8, hidden_dims=[8], negatives=negatives, negatives_per_positive=2, seed=3, **kwargs,
+    )
+    model.user_embeddings(tf.constant(HISTORY))
+    return model
+
+
+def reference_loss(model, candidate_ids, keep):
+    """Mean over rows of the NumPy CROLoss on the kept candidates (column of row i's positive first)."""
+    users = model.user_embeddings(tf.constant(HISTORY)).numpy().astype(np.float64)
+    items = model.item_vectors(tf.constant(candidate_ids)).numpy().astype(np.float64)
+    scores = model.temperature_scale * users @ items.T
+    losses = []
+    for row in range(len(HISTORY)):
+        columns = [row] + [c for c in range(len(candidate_ids)) if keep(row, c)]
+        labels = np.zeros((1, len(columns)))
+        labels[0, 0] = 1
+        losses.append(np_croloss(labels, scores[row : row + 1, columns], "sigmoid", 1.2, NUM_ITEMS)[0][0])
+    return np.mean(losses)
+
+
+def features():
+    return {"history": tf.constant(HISTORY), "item_id": tf.constant(POSITIVES)}
+
+
+def test_shared_negatives_only_and_accidental_hits_removed():
+    model = make_model("sampled")
+    sampled = model._shared_negatives(tf.constant(4), training=False).numpy()
+    assert len(sampled) == 4 * 2 and sampled.min() >= 1 and sampled.max() <= NUM_ITEMS
+    loss = model.compute_loss(features(), training=False).numpy()
+    candidates = np.concatenate([POSITIVES, sampled])
+    want = reference_loss(model, candidates, lambda r, c: c >= 4 and candidates[c] != POSITIVES[r])
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
+def test_in_batch_negatives_skip_rows_with_the_same_item():
+    model = make_model("in_batch")
+    loss = model.compute_loss(features(), training=False).numpy()
+    want = reference_loss(model, POSITIVES, lambda r, c: c != r and POSITIVES[c] != POSITIVES[r])
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+
+
+def test_log_q_correction_subtracts_log_probability():
+    probabilities = np.linspace(1.0, 2.0, NUM_ITEMS + 1)
+    probabilities /= probabilities.sum()
+    model = make_model("in_batch", item_probabilities=probabilities)
+    plain = make_model("in_batch")
+    plain.set_weights(model.get_weights())
+    assert not np.isclose(model.compute_loss(features()).numpy(), plain.compute_loss(features()).numpy())
+
+
+def test_negatives_are_a_function_of_seed_and_step():
+    model = make_model("sampled")
+    first = model._shared_negatives(tf.constant(4), training=True).numpy()
+    second = model._shared_negatives(tf.constant(4), training=True).numpy()
+    again = make_model("sampled")
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(again._shared_negatives(tf.constant(4), training=True).numpy(), first)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"negatives": "hard"}, "valid modes: sampled, in_batch, both"),
+        ({"negatives": "sampled", "item_probabilities": np.ones(NUM_ITEMS + 1)}, "in_batch"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TwoTowerModel(NUM_ITEMS, build_loss("softmax", NUM_ITEMS), **kwargs)
+
+
+def test_refuses_a_loss_that_reduces_itself():
+    from tfcroloss import CROLoss
+
+    with pytest.raises(ValueError, match="reduction='none'"):
+        TwoTowerModel(NUM_ITEMS, CROLoss(NUM_ITEMS))
