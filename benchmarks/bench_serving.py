@@ -26,12 +26,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import tensorflow as tf
+
+from benchmarks.bench_evaluation import DIM, clustered_embeddings
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
 from tfcroloss.pipelines.export import export_model
 from tfcroloss.pipelines.serving import build_version_index
-
-from benchmarks.bench_evaluation import DIM, clustered_embeddings
 
 RESULTS = Path(__file__).parent / "results"
 K = 100

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
 from tfcroloss.pipelines.files import atomic_write_text
 
 SIGNATURE_USER = "serving_default"

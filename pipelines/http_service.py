@@ -19,6 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
 from tfcroloss.pipelines import export
 from tfcroloss.pipelines.serving import Recommendation, Retriever
 

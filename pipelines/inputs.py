@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 import tensorflow as tf
+
 from tfcroloss.pipelines.dataset import DataError, Split
 
 TRAINING_SCHEMES = ("random_users", "all_cuts")

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from tfcroloss.pipelines.dataset import (
     FORMAT_VERSION,
     SPLIT_NAMES,

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
 from tfcroloss.pipelines.dataset import SPLIT_NAMES, DataError
 
 FORMATS = ("comirec", "movielens", "recbole", "csv")

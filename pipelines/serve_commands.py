@@ -51,6 +51,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+
     from tfcroloss.pipelines.http_service import create_app
 
     app = create_app(

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
 from tfcroloss.pipelines import export
 from tfcroloss.pipelines.files import atomic_write_text
 from tfcroloss.pipelines.retrieval import RetrievalIndex, agreement, build_index, load_index

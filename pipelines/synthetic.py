@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
 from tfcroloss.pipelines.dataset import DataError
 
 SYNTHETIC_FORMATS = ("comirec", "csv", "recbole")

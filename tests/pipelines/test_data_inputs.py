@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from tfcroloss.pipelines.dataset import DataError, Split
 from tfcroloss.pipelines.inputs import evaluation_samples, training_dataset
 

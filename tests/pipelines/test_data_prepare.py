@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from tfcroloss.pipelines import cli
 from tfcroloss.pipelines.dataset import FORMAT_VERSION, DataError, PreparedDataset, Split
 from tfcroloss.pipelines.prepare import PrepareConfig, prepare, prepare_file

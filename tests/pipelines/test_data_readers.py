@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from tfcroloss.pipelines.dataset import DataError
 from tfcroloss.pipelines.readers import read_log
 

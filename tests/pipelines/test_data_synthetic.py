@@ -7,6 +7,7 @@ import urllib.error
 import zipfile
 
 import pytest
+
 from tfcroloss.pipelines import cli
 from tfcroloss.pipelines.dataset import DataError
 from tfcroloss.pipelines.download import download

@@ -8,6 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from tfcroloss.pipelines import export
 from tfcroloss.pipelines.train import load_run
 

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+
 from tfcroloss.pipelines import export
 from tfcroloss.pipelines.http_service import create_app
 from tfcroloss.pipelines.serving import FingerprintMismatch, Retriever, build_version_index
