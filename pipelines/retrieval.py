@@ -19,15 +19,14 @@ import abc
 import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 from scann.scann_ops.py import scann_ops_pybind
+
+from tfcroloss.pipelines.files import atomic_directory
 
 METADATA_FILE = "index.json"
 IDS_FILE = "ids.npy"
@@ -153,7 +152,8 @@ class ExactIndex(RetrievalIndex):
             np.save(path / IDS_FILE, self._ids)
             _write_json(path / METADATA_FILE, self._metadata())
 
-        _save_atomically(directory, write)
+        with atomic_directory(directory) as staging:
+            write(staging)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ExactIndex:
@@ -303,7 +303,8 @@ class ScannIndex(RetrievalIndex):
             np.save(path / IDS_FILE, self._ids)
             _write_json(path / METADATA_FILE, {**self._metadata(), "params": self.params})
 
-        _save_atomically(directory, write)
+        with atomic_directory(directory) as staging:
+            write(staging)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ScannIndex:
@@ -410,18 +411,3 @@ def _read_metadata(path: Path, kind: str) -> dict[str, Any]:
     return metadata
 
 
-def _save_atomically(directory: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Runs ``write`` on a temporary sibling directory, then renames it to ``directory``."""
-    target = Path(directory)
-    if target.exists() and any(target.iterdir()):
-        raise FileExistsError(f"{target} exists and is not empty.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write(staging)
-        if target.exists():
-            target.rmdir()
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

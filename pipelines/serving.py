@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcroloss.pipelines import export
-from tfcroloss.pipelines.files import atomic_write_text
+from tfcroloss.pipelines.files import atomic_directory, atomic_write_text
 from tfcroloss.pipelines.retrieval import RetrievalIndex, agreement, build_index, load_index
 
 BUILD_FILE = "build.json"
@@ -98,18 +96,9 @@ def build_version_index(
         "agreement_queries": len(queries),
         "build_seconds": round(build_seconds, 3),
     }
-    staging = Path(tempfile.mkdtemp(prefix=".index-", dir=version_dir))
-    try:
+    with atomic_directory(target, overwrite=True) as staging:
         index.save(staging / SEARCHER_DIR)
         atomic_write_text(staging / BUILD_FILE, json.dumps(record, indent=2) + "\n")
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=".index-old-", dir=version_dir))
-            target.rename(retired / "index")
-            shutil.rmtree(retired)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return record
 
 
