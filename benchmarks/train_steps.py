@@ -22,9 +22,9 @@ from tfcroloss.models import TwoTowerModel, build_loss
 from tfcroloss.models.optimizers import build_optimizer
 
 LEARNING_RATE = 0.02  # the training default
-SHARED_MACHINE_NOTE = (
-    "CPU shared with other jobs while measuring: step times are medians of interleaved rounds "
-    "in one process; absolute numbers are noisy, ratios within a process are comparable"
+MEASUREMENT_NOTE = (
+    "step times are medians of interleaved rounds in one process: ratios within a run are "
+    "comparable; load_average_1m says how busy the machine was"
 )
 
 
@@ -115,5 +115,5 @@ def machine() -> dict[str, object]:
         "cpu_cores": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "tensorflow": tf.__version__,
-        "note": SHARED_MACHINE_NOTE,
+        "note": MEASUREMENT_NOTE,
     }

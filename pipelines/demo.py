@@ -62,9 +62,9 @@ def run_demo(workdir: Path, steps: int) -> dict:
     print("\n[demo] test split, ScaNN retrieval over the whole catalog")
     print(header)
     for label, test in results.items():
-        agreement = next((v for k, v in test.items() if k.startswith("agreement@")), float("nan"))
+        agreement = next((f"{v:.3f}" for k, v in test.items() if k.startswith("agreement@")), "-")
         cells = "".join(f"{100 * test[f'recall@{n}']:>8.2f}" for n in NS)
-        print(f"{label:<44}{cells}{agreement:>12.3f}")
+        print(f"{label:<44}{cells}{agreement:>12}")
     serve_one_lookup(workdir, prepared)
     print(f"\n[demo] done in {time.perf_counter() - started:.0f} s; runs under {workdir / 'runs'}")
     return results
