@@ -12,10 +12,11 @@ HISTORY = np.array([[1, 2, 0], [3, 0, 0], [4, 5, 6], [7, 8, 0]], np.int32)
 POSITIVES = np.array([9, 10, 11, 9], np.int32)  # rows 0 and 3 share their positive
 
 
-def make_model(negatives="sampled", **kwargs):
+def make_model(negatives="sampled", tower="mean", **kwargs):
     model = TwoTowerModel(
         NUM_ITEMS, build_loss("croloss", NUM_ITEMS, kernel="sigmoid", alpha=1.2),
-        embedding_dim=8, hidden_dims=[8], negatives=negatives, negatives_per_positive=2, seed=3, **kwargs,
+        embedding_dim=8, hidden_dims=[8], tower=tower, negatives=negatives, negatives_per_positive=2, seed=3,
+        **kwargs,
     )
     model.user_embeddings(tf.constant(HISTORY))
     return model
@@ -91,3 +92,12 @@ def test_refuses_a_loss_that_reduces_itself():
 
     with pytest.raises(ValueError, match="reduction='none'"):
         TwoTowerModel(NUM_ITEMS, CROLoss(NUM_ITEMS))
+
+
+def test_gru_tower_trains():
+    model = make_model("sampled", tower="gru")
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    data = tf.data.Dataset.from_tensors(features()).repeat(30)
+    losses = model.fit(data, epochs=1, verbose=0).history["loss"]
+    assert np.isfinite(losses).all()
+    assert model.user_embeddings(tf.constant(HISTORY)).shape == (4, 8)
