@@ -137,6 +137,19 @@ class _Validation(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _check_fits_catalog(config: config_lib.RunConfig, dataset: PreparedDataset) -> None:
+    """The rank estimator needs at most as many negatives per row as the catalog has items."""
+    negatives = config.training.batch_size * (
+        config.negatives.per_positive if config.negatives.mode != "in_batch" else 0
+    ) + (config.training.batch_size - 1 if config.negatives.mode != "sampled" else 0)
+    if negatives > dataset.num_items:
+        raise config_lib.ConfigError(
+            f"{negatives:,} negatives per row (training.batch_size={config.training.batch_size}, "
+            f"negatives.mode={config.negatives.mode}, negatives.per_positive={config.negatives.per_positive}) "
+            f"exceed the catalog of {dataset.num_items:,} items in {config.data.path}; lower them"
+        )
+
+
 def _prepare_run_directory(config: config_lib.RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / CONFIG_FILE
@@ -170,6 +183,7 @@ def train(
     scratch = None if distribute.is_chief(strategy) else tempfile.TemporaryDirectory(prefix="tfcroloss-worker-")
     resume_dir, run_dir = Path(run_dir), Path(run_dir if scratch is None else scratch.name)
     dataset = PreparedDataset.load(config.data.path)
+    _check_fits_catalog(config, dataset)
     _prepare_run_directory(config, run_dir)
     tf.keras.utils.set_random_seed(config.training.seed)
     with strategy.scope():

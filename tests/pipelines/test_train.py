@@ -147,3 +147,10 @@ def test_config_file_round_trip(tiny_dataset, tmp_path):
     (tmp_path / "c.yaml").write_text(config.to_yaml())
     assert config_lib.load(tmp_path / "c.yaml") == config
     assert config_lib.load(tmp_path / "c.yaml", {"loss.alpha": 2.0}).loss.params["alpha"] == 2.0
+
+
+def test_more_negatives_than_items_is_a_config_error(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, negatives={"per_positive": 50})
+    with pytest.raises(config_lib.ConfigError, match=r"1,600 negatives per row .* exceed the catalog"):
+        train(config, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run").exists()
