@@ -82,7 +82,7 @@ def evaluate(
         build_seconds=round(built - started, 3),
         search_seconds=round(searched - built, 3),
     )
-    if not searcher.is_exact and samples.num_users:
+    if not searcher.is_exact and samples.num_users and agreement_users > 0:
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(samples.num_users, min(agreement_users, samples.num_users), replace=False))
         exact = top_items(build_index("exact", catalog, ids), queries[chosen], k, None if exclude is None else exclude[chosen])

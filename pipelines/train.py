@@ -107,11 +107,13 @@ class _Validation(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         config = self.run.config
         started = time.perf_counter()
-        metrics = evaluate(
+        metrics = evaluate(  # the configured back-end; its agreement is checked on the test split
             self.run.model,
             self.samples,
             ns=config.evaluation.ns,
+            index=config.evaluation.index,
             exclude_history=config.evaluation.exclude_history,
+            agreement_users=0,
         )
         step = int(self.run.model.optimizer.iterations.numpy())
         value = float(metrics[self.select_on])
