@@ -20,6 +20,8 @@ over the global batch, so loss and gradients equal those of one replica.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -29,6 +31,7 @@ from tfcroloss.models import towers
 NEGATIVE_MODES = ("sampled", "in_batch", "both")
 
 
+@tf.keras.utils.register_keras_serializable(package="tfcroloss")
 class TwoTowerModel(tfrs.Model):
     """Two-tower retrieval model trained with any Keras loss that takes TFRS's (labels, logits).
 
@@ -69,6 +72,13 @@ class TwoTowerModel(tfrs.Model):
             raise ValueError("the log-Q correction (item_probabilities) applies to 'in_batch' negatives only")
         if getattr(loss, "reduction", "none") != tf.keras.losses.Reduction.NONE:
             raise ValueError("the model reduces the loss itself across replicas: build the loss with reduction='none'")
+        self._config = {
+            "num_items": int(num_items), "loss": tf.keras.losses.serialize(loss), "embedding_dim": embedding_dim,
+            "hidden_dims": list(hidden_dims), "tower": tower, "temperature_scale": float(temperature_scale),
+            "negatives": negatives, "negatives_per_positive": int(negatives_per_positive),
+            "item_probabilities": None if item_probabilities is None else np.asarray(item_probabilities).tolist(),
+            "seed": int(seed),
+        }
         self.num_items = int(num_items)
         self.negatives = negatives
         self.negatives_per_positive = int(negatives_per_positive)
@@ -157,3 +167,10 @@ class TwoTowerModel(tfrs.Model):
             compute_batch_metrics=False,
         )
         return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TwoTowerModel:
+        return cls(**{**config, "loss": tf.keras.losses.deserialize(config["loss"])})

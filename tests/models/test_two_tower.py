@@ -101,3 +101,13 @@ def test_gru_tower_trains():
     losses = model.fit(data, epochs=1, verbose=0).history["loss"]
     assert np.isfinite(losses).all()
     assert model.user_embeddings(tf.constant(HISTORY)).shape == (4, 8)
+
+
+@pytest.mark.parametrize("negatives,kwargs", [("sampled", {}), ("in_batch", {"item_probabilities": np.full(31, 1 / 31)})])
+def test_config_round_trip_gives_the_same_loss(negatives, kwargs):
+    model = make_model(negatives, **kwargs)
+    clone = TwoTowerModel.from_config(model.get_config())
+    clone.user_embeddings(tf.constant(HISTORY))
+    clone.set_weights(model.get_weights())
+    assert clone.get_config() == model.get_config()
+    np.testing.assert_allclose(clone.compute_loss(features()).numpy(), model.compute_loss(features()).numpy(), rtol=1e-6)
