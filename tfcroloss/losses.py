@@ -72,32 +72,28 @@ class _SampledRankLoss(tf.keras.losses.Loss):
         self._check_shapes(y_true, y_pred)
 
         is_positive = tf.equal(y_true, 1.0)
-        checks = [
+        negative_mask = ~is_positive & (y_pred > MASKED_LOGIT)
+        num_negatives = tf.reduce_sum(tf.cast(negative_mask, compute_dtype), axis=1)
+        checks = [  # a few reductions over the labels: cheap next to the kernel
             tf.debugging.assert_equal(
-                tf.reduce_sum(tf.cast(is_positive, tf.int32), axis=1),
-                1,
+                tf.reduce_sum(y_true, axis=1), tf.ones_like(num_negatives),
                 message=f"{self.name}: every row of y_true must hold exactly one 1 (the positive)",
             ),
             tf.debugging.assert_equal(
-                tf.reduce_all(is_positive | tf.equal(y_true, 0.0)),
-                True,
+                tf.reduce_max(tf.abs(y_true * (1.0 - y_true))), tf.zeros([], compute_dtype),
                 message=f"{self.name}: y_true must hold only 0 and 1",
             ),
-        ]
-        negative_mask = ~is_positive & (y_pred > MASKED_LOGIT)
-        checks.append(
             tf.debugging.assert_less_equal(
-                tf.reduce_sum(tf.cast(negative_mask, tf.int64), axis=1),
-                tf.constant(self.num_items, tf.int64),
+                num_negatives, tf.cast(self.num_items, compute_dtype),
                 message=f"{self.name}: a row has more negatives than num_items={self.num_items}; "
                 "num_items must be the catalog size",
-            )
-        )
+            ),
+        ]
         with tf.control_dependencies(checks):
             positive_logit = tf.reduce_sum(tf.where(is_positive, y_pred, 0.0), axis=1, keepdims=True)
         gaps = y_pred - positive_logit
-        has_negatives = tf.cast(tf.reduce_any(negative_mask, axis=1), compute_dtype)
-        return has_negatives * self._row_loss(gaps, negative_mask)
+        has_negatives = tf.cast(num_negatives > 0, compute_dtype)
+        return has_negatives * self._row_loss(gaps, negative_mask, num_negatives)
 
     def _check_shapes(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> None:
         if y_pred.shape.rank is not None and y_pred.shape.rank != 2:
@@ -107,7 +103,7 @@ class _SampledRankLoss(tf.keras.losses.Loss):
                 f"{self.name}: y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}"
             )
 
-    def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor) -> tf.Tensor:
+    def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor, num_negatives: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -158,8 +154,8 @@ class CROLoss(_SampledRankLoss):
             )
         self.kernel = kernel
 
-    def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor) -> tf.Tensor:
-        log_rank = sampled_log_rank(gaps, negative_mask, self._kernel, self.num_items)
+    def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor, num_negatives: tf.Tensor) -> tf.Tensor:
+        log_rank = sampled_log_rank(gaps, negative_mask, self._kernel, self.num_items, num_negatives)
         return self._weighting.value(log_rank)
 
     def get_config(self) -> dict[str, Any]:
@@ -210,12 +206,12 @@ class LambdaCROLoss(_SampledRankLoss):
         self.weight_kernel = weight_kernel
         self.grad_kernel = grad_kernel
 
-    def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor) -> tf.Tensor:
+    def _row_loss(self, gaps: tf.Tensor, negative_mask: tf.Tensor, num_negatives: tf.Tensor) -> tf.Tensor:
         weight_log_rank = sampled_log_rank(
-            tf.stop_gradient(gaps), negative_mask, self._weight_kernel, self.num_items
+            tf.stop_gradient(gaps), negative_mask, self._weight_kernel, self.num_items, num_negatives
         )
         lambda_weight = tf.stop_gradient(self._weighting.derivative(weight_log_rank))
-        grad_log_rank = sampled_log_rank(gaps, negative_mask, self._grad_kernel, self.num_items)
+        grad_log_rank = sampled_log_rank(gaps, negative_mask, self._grad_kernel, self.num_items, num_negatives)
         return lambda_weight * weightings.capped_exp(grad_log_rank)
 
     def get_config(self) -> dict[str, Any]:

@@ -24,7 +24,11 @@ from tfcroloss.kernels import Kernel
 
 
 def sampled_log_rank(
-    gaps: tf.Tensor, negative_mask: tf.Tensor, kernel: Kernel, num_items: int
+    gaps: tf.Tensor,
+    negative_mask: tf.Tensor,
+    kernel: Kernel,
+    num_items: int,
+    num_negatives: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """``log R`` per row.
 
@@ -34,19 +38,21 @@ def sampled_log_rank(
         a negative to count (not the positive, not masked out).
       kernel: the comparison kernel phi.
       num_items: catalog size N.
+      num_negatives: ``[batch]`` float, the mask's row sums M, if already known.
 
     Returns:
       ``[batch]`` log rank estimates. Rows with no negative get ``log N``
       (``M`` is taken as 1); the loss zeroes them.
     """
-    safe_gaps = tf.where(negative_mask, gaps, tf.zeros_like(gaps))
+    safe_gaps = tf.where(negative_mask, gaps, tf.zeros_like(gaps))  # finite kernel inputs, finite gradients
+    weights = tf.cast(negative_mask, gaps.dtype)
     if kernel.log_fn is not None:
         log_terms = tf.where(negative_mask, kernel.log_fn(safe_gaps), tf.fill(tf.shape(gaps), -float("inf")))
         log_terms = tf.concat([tf.zeros_like(log_terms[:, :1]), log_terms], axis=1)  # the "1 +"
         log_count = tf.math.reduce_logsumexp(log_terms, axis=1)
     else:
-        terms = tf.where(negative_mask, kernel.fn(safe_gaps), tf.zeros_like(gaps))
-        log_count = tf.math.log1p(tf.reduce_sum(terms, axis=1))
-    num_negatives = tf.reduce_sum(tf.cast(negative_mask, gaps.dtype), axis=1)
+        log_count = tf.math.log1p(tf.reduce_sum(kernel.fn(safe_gaps) * weights, axis=1))
+    if num_negatives is None:
+        num_negatives = tf.reduce_sum(weights, axis=1)
     log_ratio = tf.math.log(tf.cast(num_items, gaps.dtype)) - tf.math.log(tf.maximum(num_negatives, 1.0))
     return log_ratio + log_count
