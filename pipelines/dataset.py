@@ -152,10 +152,6 @@ class PreparedDataset:
         """Raw item token -> item id (1..num_items), for serving raw ids."""
         return {token: item_id for item_id, token in enumerate(self.item_tokens) if item_id}
 
-    def user_id_lookup(self) -> dict[str, int]:
-        """Raw user token -> user index."""
-        return {token: index for index, token in enumerate(self.user_tokens)}
-
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the data set to ``path`` atomically (temporary sibling directory, then rename)."""
         path = Path(path)
