@@ -1,267 +1,108 @@
-"""CROLoss and LambdaCROLoss against a NumPy reference written from the paper's equations."""
+"""CROLoss and LambdaCROLoss (tf-keras) against a NumPy reference written from the paper's equations.
 
-import itertools
+The reference and the tests every implementation shares are in ``tests/loss_cases.py``; the Keras 3
+classes run the same tests per backend (``tests/keras3/``). Here: the tf-keras ``impl`` and what only
+tf-keras has (graph assertions, tf.keras serialization, fit, mixed precision).
+"""
+
+import inspect
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcroloss import CROLoss, LambdaCROLoss
-
-KERNELS = ("sigmoid", "softplus", "exponential", "hinge")
-ALPHAS = (0.0, 0.6, 1.0, 1.4, 2.0)
-MARGIN = 5.0
-NUM_ITEMS = 500
+from tests.loss_cases import *  # noqa: F403  (the shared tests, run here against tf-keras)
+from tests.loss_cases import NUM_ITEMS, make_batch, np_croloss
+from tfcroloss import CROLoss, LambdaCROLoss, cro_loss, lambda_cro_loss
+from tfcroloss.losses import _SampledRankLoss
 
 
-# ---- NumPy reference (float64, direct formulas, no log-space tricks) -------------------------
+class TFKeras:
+    """The tf-keras implementation, as ``tests/loss_cases.py`` drives it."""
+
+    CROLoss = CROLoss
+    LambdaCROLoss = LambdaCROLoss
+
+    @staticmethod
+    def cross_entropy():
+        return tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
+
+    @staticmethod
+    def loss_kwargs(dtype):
+        return {}
+
+    @staticmethod
+    def value_and_grad(loss, y_true, y_pred, sample_weight=None, dtype=None, q=None, with_dtype=False):
+        logits = tf.constant(y_pred)
+        if dtype is not None:
+            logits = tf.cast(logits, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            if q is None:
+                value = loss(tf.constant(y_true), logits, sample_weight=sample_weight)
+            else:
+                value = loss.call(tf.constant(y_true), logits, candidate_sampling_probability=q)
+        grad = tape.gradient(value, logits)
+        result = (
+            tf.cast(value, tf.float64).numpy(),
+            tf.cast(grad, tf.float64).numpy(),
+        )
+        return (*result, value.dtype.name) if with_dtype else result
 
 
-def np_sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-NP_KERNELS = {  # name: (phi, phi')
-    "sigmoid": (np_sigmoid, lambda x: np_sigmoid(x) * (1 - np_sigmoid(x))),
-    "softplus": (lambda x: np.log1p(np.exp(x)), np_sigmoid),
-    "exponential": (np.exp, np.exp),
-    "hinge": (lambda x: np.maximum(x + MARGIN, 0.0), lambda x: (x + MARGIN > 0).astype(float)),
-    "unit_step": (lambda x: (x >= 0).astype(float), None),
-}
-
-
-def np_rank(gaps, kernel, num_items):
-    """Eq. 24: R = N / M * (1 + sum phi(gap)), gaps of one row's negatives."""
-    return num_items / gaps.size * (1.0 + NP_KERNELS[kernel][0](gaps).sum())
-
-
-def np_scaled_w(rank, alpha, num_items):
-    """log(N + 1) * W_alpha(rank), eq. 13."""
-    if alpha == 1.0:
-        return np.log(rank)
-    top = num_items + 1.0
-    return np.log(top) * (1.0 - rank ** (1.0 - alpha)) / (1.0 - top ** (1.0 - alpha))
-
-
-def np_scaled_density(rank, alpha, num_items):
-    """d/dR of np_scaled_w: log(N + 1) * w_alpha(R)."""
-    if alpha == 1.0:
-        return 1.0 / rank
-    top = num_items + 1.0
-    return np.log(top) * (1.0 - alpha) * rank ** (-alpha) / (top ** (1.0 - alpha) - 1.0)
-
-
-def np_croloss(y_true, y_pred, kernel, alpha, num_items, weight_kernel=None):
-    """Per-row loss and d loss / d logits. With weight_kernel: the Lambda variant (eq. 23)."""
-    losses, grads = [], np.zeros_like(y_pred)
-    for row, (labels, logits) in enumerate(zip(y_true, y_pred, strict=True)):
-        pos = int(np.argmax(labels))
-        neg = np.flatnonzero(labels == 0)
-        gaps = logits[neg] - logits[pos]
-        rank = np_rank(gaps, kernel, num_items)
-        if weight_kernel is None:
-            losses.append(np_scaled_w(rank, alpha, num_items))
-            weight = np_scaled_density(rank, alpha, num_items)
-        else:
-            weight = np_scaled_density(np_rank(gaps, weight_kernel, num_items), alpha, num_items)
-            losses.append(weight * rank)
-        d_gaps = weight * num_items / gaps.size * NP_KERNELS[kernel][1](gaps)
-        grads[row, neg] = d_gaps
-        grads[row, pos] = -d_gaps.sum()
-    return np.array(losses), grads
-
-
-# ---- helpers -----------------------------------------------------------------------------
-
-
-def make_batch(seed=0, batch=4, candidates=9, scale=3.0):
-    rng = np.random.default_rng(seed)
-    y_pred = rng.normal(scale=scale, size=(batch, candidates))
-    y_true = np.zeros_like(y_pred)
-    y_true[np.arange(batch), rng.integers(0, candidates, batch)] = 1.0
-    return y_true.astype(np.float32), y_pred.astype(np.float32)
+@pytest.fixture
+def impl():
+    return TFKeras
 
 
 def value_and_grad(loss, y_true, y_pred, sample_weight=None):
-    logits = tf.constant(y_pred)
-    with tf.GradientTape() as tape:
-        tape.watch(logits)
-        value = loss(tf.constant(y_true), logits, sample_weight=sample_weight)
-    return value.numpy(), tape.gradient(value, logits).numpy()
+    return TFKeras.value_and_grad(loss, y_true, y_pred, sample_weight)
 
 
-# ---- values and gradients against the reference ------------------------------------------
+def test_row_loss_is_abstract():
+    assert inspect.isabstract(_SampledRankLoss)
+    assert _SampledRankLoss.__abstractmethods__ == frozenset({"_row_loss"})
+    with pytest.raises(TypeError, match="abstract"):
+        _SampledRankLoss(10, 1.0, 5.0, "power", "none", "x")
 
 
-@pytest.mark.parametrize("kernel,alpha", list(itertools.product(KERNELS, ALPHAS)))
-def test_croloss_matches_reference(kernel, alpha):
-    y_true, y_pred = make_batch(seed=hash((kernel, alpha)) % 1000)
-    loss = CROLoss(NUM_ITEMS, alpha=alpha, kernel=kernel, margin=MARGIN, reduction="none")
-    value, grad = value_and_grad(loss, y_true, y_pred)
-    want_value, want_grad = np_croloss(y_true, y_pred.astype(np.float64), kernel, alpha, NUM_ITEMS)
-    np.testing.assert_allclose(value, want_value, rtol=2e-5, atol=1e-5)
-    np.testing.assert_allclose(grad, want_grad, rtol=2e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "weight_kernel,grad_kernel,alpha",
-    [
-        ("sigmoid", "softplus", 1.0),
-        ("sigmoid", "exponential", 1.4),
-        ("unit_step", "softplus", 0.6),
-        ("unit_step", "hinge", 1.0),
-        ("sigmoid", "hinge", 2.0),
-        ("softplus", "softplus", 0.0),
-    ],
-)
-def test_lambda_matches_reference(weight_kernel, grad_kernel, alpha):
-    y_true, y_pred = make_batch(seed=7, scale=2.0)
-    loss = LambdaCROLoss(
-        NUM_ITEMS,
-        alpha=alpha,
-        weight_kernel=weight_kernel,
-        grad_kernel=grad_kernel,
-        reduction="none",
+@pytest.mark.parametrize("q", [None, "popularity"])
+def test_functions_match_classes(q):
+    y_true, y_pred = make_batch(seed=14)
+    q = None if q is None else np.linspace(0.05, 0.2, y_pred.shape[1]).astype(np.float32)
+    cro = CROLoss(NUM_ITEMS, alpha=1.4, kernel="hinge", margin=2.0, reduction="none")
+    lam = LambdaCROLoss(NUM_ITEMS, alpha=0.6, weight_kernel="unit_step", grad_kernel="exp")
+    np.testing.assert_array_equal(
+        cro_loss(y_true, y_pred, num_items=NUM_ITEMS, alpha=1.4, kernel="hinge", margin=2.0,
+                 candidate_sampling_probability=q).numpy(),
+        cro.call(y_true, y_pred, candidate_sampling_probability=q).numpy(),
     )
-    value, grad = value_and_grad(loss, y_true, y_pred)
-    want_value, want_grad = np_croloss(
-        y_true,
-        y_pred.astype(np.float64),
-        grad_kernel,
-        alpha,
-        NUM_ITEMS,
-        weight_kernel=weight_kernel,
-    )
-    np.testing.assert_allclose(value, want_value, rtol=2e-5)
-    np.testing.assert_allclose(grad, want_grad, rtol=2e-4, atol=1e-6)
-
-
-def test_lambda_with_same_kernels_has_croloss_gradient():
-    """phi1 == phi2 makes eq. 22 the plain CROLoss gradient (eq. 20)."""
-    y_true, y_pred = make_batch(seed=3)
-    _, plain = value_and_grad(CROLoss(NUM_ITEMS, 1.4, "sigmoid"), y_true, y_pred)
-    _, lam = value_and_grad(LambdaCROLoss(NUM_ITEMS, 1.4, "sigmoid", "sigmoid"), y_true, y_pred)
-    np.testing.assert_allclose(lam, plain, rtol=1e-5, atol=1e-7)
-
-
-# ---- the paper's special cases (section 3.5) ---------------------------------------------
-
-
-def test_exponential_alpha_one_is_softmax_cross_entropy():
-    y_true, y_pred = make_batch(seed=11, candidates=12)
-    num_negatives = y_pred.shape[1] - 1
-    cro = CROLoss(NUM_ITEMS, alpha=1.0, kernel="exponential", reduction="none")
-    xent = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
-    value, grad = value_and_grad(cro, y_true, y_pred)
-    xent_value, xent_grad = value_and_grad(xent, y_true, y_pred)
-    np.testing.assert_allclose(grad, xent_grad, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(value - xent_value, np.log(NUM_ITEMS / num_negatives), rtol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "kernel,pairwise",
-    [
-        ("softplus", lambda gaps: np.log1p(np.exp(gaps))),  # BPR: -log sigmoid(s+ - s-)
-        ("hinge", lambda gaps: np.maximum(gaps + MARGIN, 0.0)),  # triplet: (s- - s+ + m)_+
-    ],
-)
-def test_alpha_zero_is_bpr_and_triplet(kernel, pairwise):
-    """CROLoss(alpha=0) = log(N+1) * mean pairwise loss + log(N+1) * (1/M - 1/N)."""
-    y_true, y_pred = make_batch(seed=5, candidates=10)
-    value, _ = value_and_grad(
-        CROLoss(NUM_ITEMS, alpha=0.0, kernel=kernel, reduction="none"), y_true, y_pred
-    )
-    pos = y_pred[y_true == 1][:, None]
-    gaps = y_pred[y_true == 0].reshape(len(y_pred), -1) - pos
-    mean_pairwise = pairwise(gaps.astype(np.float64)).mean(axis=1)
-    scale, m = np.log(NUM_ITEMS + 1.0), gaps.shape[1]
-    np.testing.assert_allclose(
-        value, scale * mean_pairwise + scale * (1 / m - 1 / NUM_ITEMS), rtol=1e-5
+    np.testing.assert_array_equal(
+        lambda_cro_loss(y_true, y_pred, num_items=NUM_ITEMS, alpha=0.6, weight_kernel="unit_step",
+                        grad_kernel="exp", candidate_sampling_probability=q).numpy(),
+        lam.call(y_true, y_pred, candidate_sampling_probability=q).numpy(),
     )
 
 
-# ---- masking, weights, reductions, stability ---------------------------------------------
+def test_uniform_case_is_todays_loss_bit_for_bit():
+    """Without sampling probabilities the loss is eq. 24 exactly as before importance weights."""
+    y_true, y_pred = make_batch(seed=15)
+    for kernel in ("softplus", "exponential"):
+        got = CROLoss(NUM_ITEMS, 1.4, kernel, reduction="none")(y_true, y_pred).numpy()
+        want, _ = np_croloss(y_true, y_pred.astype(np.float64), kernel, 1.4, NUM_ITEMS)
+        np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
-@pytest.mark.parametrize(
-    "loss", [CROLoss(NUM_ITEMS, 1.2, "sigmoid"), LambdaCROLoss(NUM_ITEMS, 1.0)]
-)
-def test_masked_logits_are_ignored(loss):
-    y_true, y_pred = make_batch(seed=2, candidates=6)
-    masked = np.finfo(np.float32).min / 100
-    pad = np.full((len(y_pred), 3), masked, np.float32)
-    value, grad = value_and_grad(loss, y_true, y_pred)
-    padded_value, padded_grad = value_and_grad(
-        loss, np.hstack([y_true, np.zeros_like(pad)]), np.hstack([y_pred, pad])
-    )
-    np.testing.assert_allclose(padded_value, value, rtol=1e-6)
-    np.testing.assert_allclose(padded_grad[:, :6], grad, rtol=1e-6)
-    assert not padded_grad[:, 6:].any()
-
-
-def test_row_without_negatives_contributes_nothing():
-    masked = np.finfo(np.float32).min / 100
-    y_true = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
-    y_pred = np.array([[1.0, masked, masked], [0.5, 1.0, 2.0]], np.float32)
-    value, grad = value_and_grad(CROLoss(10, reduction="none"), y_true, y_pred)
-    assert value[0] == 0 and not grad[0].any() and value[1] > 0
-
-
-def test_sample_weight_and_reductions():
-    y_true, y_pred = make_batch(seed=4)
-    weights = np.array([1.0, 0.0, 2.5, 0.5], np.float32)
-    per_row, _ = np_croloss(y_true, y_pred.astype(np.float64), "softplus", 1.0, NUM_ITEMS)
-    for reduction, want in [
-        ("none", per_row * weights),
-        ("sum", (per_row * weights).sum()),
-        ("sum_over_batch_size", (per_row * weights).sum() / len(weights)),
-    ]:
-        got = CROLoss(NUM_ITEMS, reduction=reduction)(y_true, y_pred, sample_weight=weights)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
-
-
-@pytest.mark.parametrize(
-    "loss",
-    [CROLoss(NUM_ITEMS, a, k) for k in KERNELS for a in ALPHAS]
-    + [
-        LambdaCROLoss(NUM_ITEMS, a, w, g)
-        for w in ("sigmoid", "unit_step")
-        for g in KERNELS
-        for a in (0.0, 1.0, 1.4)
-    ],
-    ids=lambda loss: loss.get_config().get("kernel", "lambda"),
-)
-def test_extreme_logits_stay_finite(loss):
-    y_true = np.eye(3, 6, dtype=np.float32)
-    y_pred = np.array(
-        [
-            [1e4, -1e4, 1e4, 0, -1e4, 1e4],
-            [-1e4, 1e4, 1e4, 1e4, 1e4, 1e4],
-            [0, 0, -1e4, 1e4, -1e4, 0],
-        ],
-        np.float32,
-    )
-    value, grad = value_and_grad(loss, y_true, y_pred)
-    assert np.isfinite(value).all() and np.isfinite(grad).all()
+def test_bad_sampling_probability():
+    y_true, y_pred = make_batch(seed=16, candidates=4)
+    loss = CROLoss(NUM_ITEMS)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be > 0 for every negative"):
+        loss.call(y_true, y_pred, candidate_sampling_probability=np.array([0.5, 0.0, 0.25, 0.25], np.float32))
+    with pytest.raises(ValueError, match=r"\[candidates\] or \[batch, candidates\]"):
+        loss.call(y_true, y_pred, candidate_sampling_probability=np.ones((1, 4, 1), np.float32))
 
 
 # ---- argument and input errors -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "make,match",
-    [
-        (lambda: CROLoss(100, kernel="cosine"), "valid kernels: exp, exponential, hinge, sigmoid"),
-        (lambda: CROLoss(100, kernel="unit_step"), "has no gradient"),
-        (lambda: LambdaCROLoss(100, grad_kernel="unit_step"), "has no gradient"),
-        (lambda: CROLoss(100, alpha=-0.5), "alpha must be a number >= 0"),
-        (lambda: CROLoss(0), "num_items must be a positive integer"),
-        (lambda: CROLoss(100, weighting="linear"), "valid weightings: power"),
-    ],
-)
-def test_bad_arguments(make, match):
-    with pytest.raises(ValueError, match=match):
-        make()
 
 
 def test_bad_inputs():
@@ -331,3 +172,38 @@ def test_compile_fit_save_and_reload(loss, tmp_path):
     np.testing.assert_allclose(
         reloaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        CROLoss(num_items=8, alpha=0.0, kernel="exponential"),
+        CROLoss(num_items=8, alpha=1.0, kernel="softplus"),
+        LambdaCROLoss(num_items=8, alpha=1.4, weight_kernel="sigmoid", grad_kernel="exponential"),
+    ],
+    ids=["exp-alpha0", "softplus-alpha1", "lambda-sigmoid-exp-alpha1.4"],
+)
+def test_mixed_float16_fit_at_logit_scale_100(loss):
+    """float16 logits of scale 100 used to overflow (exp alpha 0, Lambda sigmoid/exp alpha 1.4).
+
+    (In float32 these two diverge to NaN at this scale: their rank estimates pass 1e26, Adam's
+    squared gradients overflow. Row losses of float16 inputs saturate above 4096, so they train.)
+    """
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    y = np.eye(8, dtype=np.float32)[np.argmax(x @ rng.normal(size=(4, 8)), axis=1)]
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = tf.keras.Input(shape=(4,))
+        logits = tf.keras.layers.Rescaling(100.0)(
+            tf.keras.layers.UnitNormalization()(tf.keras.layers.Dense(8)(inputs))
+        )
+        model = tf.keras.Model(inputs, logits)
+        assert model.output.dtype == tf.float16
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss=loss, metrics=["categorical_accuracy"])
+        history = model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0]
+    assert history.history["categorical_accuracy"][-1] > 0.25  # chance is 1/8

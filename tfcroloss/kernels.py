@@ -3,6 +3,8 @@
 A kernel maps the gap ``x = s_negative - s_positive`` between two scores to a
 "how much does this negative outrank the positive" count (section 3.4 of the
 paper). Kernels live in a small registry; look one up by name with :func:`get`.
+The registry is written once over an array namespace ``ops`` (see
+``tfcroloss.backends``): TensorFlow by default, ``keras.ops`` for ``tfcroloss.keras3``.
 
 >>> import tensorflow as tf
 >>> kernel = get("softplus")
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
-import tensorflow as tf
+from tfcroloss import backends
 
-KernelFn = Callable[[tf.Tensor], tf.Tensor]
+KernelFn = Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,35 +42,34 @@ class Kernel:
     log_fn: KernelFn | None = None
     differentiable: bool = True
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: Any) -> Any:
         return self.fn(x)
 
 
-def _unit_step(x: tf.Tensor) -> tf.Tensor:
-    return tf.cast(x >= 0, x.dtype)
-
-
-def _builders(margin: float) -> dict[str, Kernel]:
+def _builders(ops: Any, margin: float) -> dict[str, Kernel]:
     return {
-        "sigmoid": Kernel("sigmoid", tf.math.sigmoid),
-        "softplus": Kernel("softplus", tf.math.softplus),
-        "exponential": Kernel("exponential", tf.math.exp, log_fn=tf.identity),
-        "hinge": Kernel("hinge", lambda x: tf.nn.relu(x + margin)),
-        "unit_step": Kernel("unit_step", _unit_step, differentiable=False),
+        "sigmoid": Kernel("sigmoid", ops.sigmoid),
+        "softplus": Kernel("softplus", ops.softplus),
+        "exponential": Kernel("exponential", ops.exp, log_fn=lambda x: x),
+        "hinge": Kernel("hinge", lambda x: ops.relu(x + margin)),
+        "unit_step": Kernel(
+            "unit_step", lambda x: ops.cast(x >= 0, ops.dtype_name(x)), differentiable=False
+        ),
     }
 
 
 ALIASES = {"exp": "exponential", "step": "unit_step"}
-NAMES = tuple(_builders(0.0))
+NAMES = ("sigmoid", "softplus", "exponential", "hinge", "unit_step")
 
 
-def get(identifier: str | KernelFn | Kernel, margin: float = 5.0) -> Kernel:
+def get(identifier: str | KernelFn | Kernel, margin: float = 5.0, ops: Any = None) -> Kernel:
     """Returns the kernel named ``identifier`` (or wraps a callable).
 
     Args:
       identifier: one of ``NAMES`` (or an alias in ``ALIASES``), a ``Kernel``,
         or a callable ``phi(x)`` taking and returning a float tensor.
       margin: the hinge kernel's margin m in ``phi(x) = max(x + m, 0)``.
+      ops: the array namespace the kernel computes with; TensorFlow when None.
 
     Raises:
       ValueError: for an unknown name; the message lists the valid ones.
@@ -79,8 +81,7 @@ def get(identifier: str | KernelFn | Kernel, margin: float = 5.0) -> Kernel:
     if not isinstance(identifier, str):
         raise TypeError(f"kernel must be a name or a callable, got {identifier!r}")
     name = ALIASES.get(identifier.lower(), identifier.lower())
-    kernels = _builders(float(margin))
-    if name not in kernels:
+    if name not in NAMES:
         valid = ", ".join(sorted(NAMES + tuple(ALIASES)))
         raise ValueError(f"unknown kernel {identifier!r}; valid kernels: {valid}, or a callable")
-    return kernels[name]
+    return _builders(ops or backends.tensorflow_ops(), float(margin))[name]
