@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from tfcroloss.metrics import retrieval_metrics, targets_from_lists
-from tfcroloss.pipelines.retrieval import ExactIndex, ScannIndex, agreement
+from tfcroloss.pipelines.retrieval import agreement
+from tfcroloss.pipelines.retrieval.exact import ExactIndex
+from tfcroloss.pipelines.retrieval.scann import ScannIndex
 
 K = 500
 DIM = 32

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfcroloss.pipelines.synthetic import PRESETS, write_synthetic
+from tfcroloss.pipelines.data.synthetic import PRESETS, write_synthetic
 
 RESULTS = Path(__file__).parent / "results" / "prepare.json"
 

@@ -11,6 +11,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfcroloss import CROLoss, LambdaCROLoss
+from tfcroloss.registry import lookup
 
 # name: (class, fixed arguments). Baselines fix kernel and alpha (section 3.5).
 PRESETS: dict[str, tuple[type, dict[str, Any]]] = {
@@ -29,9 +30,7 @@ def build_loss(name: str, num_items: int, **params: Any) -> tf.keras.losses.Loss
     ``params`` are the loss's own arguments (kernel, alpha, margin, ...); a
     baseline refuses arguments that would change what it is.
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(PRESETS)}")
-    cls, fixed = PRESETS[name]
+    cls, fixed = lookup(PRESETS, name, "loss", plural="losses")
     clash = sorted(set(params) & set(fixed))
     if clash:
         raise ValueError(f"loss {name!r} fixes {', '.join(clash)}; use 'croloss' to set them")

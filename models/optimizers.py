@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfcroloss.registry import lookup
+
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
 class LazyAdam(tf.keras.optimizers.Adam):
@@ -57,6 +59,4 @@ OPTIMIZERS = tuple(_CLASSES)
 
 def build_optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
     """The optimizer ``name`` (one of ``OPTIMIZERS``) at ``learning_rate``."""
-    if name not in _CLASSES:
-        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    return _CLASSES[name](learning_rate=learning_rate)
+    return lookup(_CLASSES, name, "optimizer")(learning_rate=learning_rate)

@@ -11,6 +11,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfcroloss.registry import lookup
+
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
 class MeanPoolTower(tf.keras.layers.Layer):
@@ -57,6 +59,4 @@ TOWERS = {"mean": MeanPoolTower, "gru": GRUTower}
 
 def get(name: str) -> type[tf.keras.layers.Layer]:
     """Returns the user tower class registered as ``name``."""
-    if name not in TOWERS:
-        raise ValueError(f"unknown user tower {name!r}; valid towers: {', '.join(TOWERS)}")
-    return TOWERS[name]
+    return lookup(TOWERS, name, "tower")

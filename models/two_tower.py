@@ -27,8 +27,21 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfcroloss.models import towers
+from tfcroloss.registry import lookup
 
 NEGATIVE_MODES = ("sampled", "in_batch", "both")
+
+
+def negatives_per_row(mode: str, batch_size: int, negatives_per_positive: int) -> int:
+    """How many negatives each row's loss sees with (global) ``batch_size`` rows: the shared draw
+    of ``negatives_per_positive * batch_size`` items and/or the ``batch_size - 1`` other positives.
+
+    >>> negatives_per_row("both", batch_size=256, negatives_per_positive=10)
+    2815
+    """
+    lookup(dict.fromkeys(NEGATIVE_MODES), mode, "negatives mode")
+    sampled = batch_size * negatives_per_positive if mode != "in_batch" else 0
+    return sampled + (batch_size - 1 if mode != "sampled" else 0)
 
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
@@ -64,8 +77,7 @@ class TwoTowerModel(tfrs.Model):
         seed: int = 0,
     ):
         super().__init__()
-        if negatives not in NEGATIVE_MODES:
-            raise ValueError(f"unknown negatives mode {negatives!r}; valid modes: {', '.join(NEGATIVE_MODES)}")
+        lookup(dict.fromkeys(NEGATIVE_MODES), negatives, "negatives mode")
         if negatives != "in_batch" and negatives_per_positive < 1:
             raise ValueError(f"negatives_per_positive must be >= 1 for {negatives!r} negatives")
         if item_probabilities is not None and negatives != "in_batch":

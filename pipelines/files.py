@@ -1,4 +1,8 @@
-"""Atomic writes: a reader sees the old file (or folder) or the new one, never a half-written one."""
+"""Atomic writes: a reader sees the old file (or folder) or the new one, never a half-written one.
+
+Every stage writes through these helpers: a temporary sibling (a hidden name starting with
+``.NAME.tmp-``) is filled, then renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yields a temporary sibling of ``path`` to write; renamed to ``path`` on success (replacing
+    it), removed on failure."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file in the same folder, synced, and a rename."""
+    with atomic_file(path) as tmp, open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager

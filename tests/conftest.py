@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tfcroloss.pipelines import config as config_lib
-from tfcroloss.pipelines.prepare import prepare_file
-from tfcroloss.pipelines.synthetic import write_synthetic
+from tfcroloss.pipelines.data.prepare import prepare_file
+from tfcroloss.pipelines.data.synthetic import write_synthetic
+from tfcroloss.pipelines.training import config as config_lib
 
 
 def tiny_config(data_path: Path, **sections) -> config_lib.RunConfig:
@@ -40,7 +40,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_dataset) -> Path:
-    from tfcroloss.pipelines.train import train
+    from tfcroloss.pipelines.training.train import train
 
     run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
     train(tiny_config(tiny_dataset), run_dir, verbose=0)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tfcroloss.pipelines import config as config_lib
-from tfcroloss.pipelines import experiment
+from tfcroloss.pipelines.training import config as config_lib
+from tfcroloss.pipelines.training import experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

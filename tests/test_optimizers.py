@@ -7,8 +7,9 @@ import tensorflow as tf
 from tests.conftest import tiny_config
 from tfcroloss.models import TwoTowerModel, build_loss
 from tfcroloss.models.optimizers import OPTIMIZERS, LazyAdam, build_optimizer
-from tfcroloss.pipelines import config as config_lib
-from tfcroloss.pipelines.train import load_run, train
+from tfcroloss.pipelines.training import config as config_lib
+from tfcroloss.pipelines.training.run_directory import load_run
+from tfcroloss.pipelines.training.train import train
 
 ROWS, DIM = 6, 3
 
@@ -103,7 +104,7 @@ def test_checkpoint_restores_slots_and_training_continues_identically(tmp_path):
 
 
 def test_build_optimizer_names_match_the_config_choices():
-    assert OPTIMIZERS == config_lib.TrainingConfig.CHOICES["optimizer"]
+    assert OPTIMIZERS == config_lib.TrainingConfig.CHOICES["optimizer"].names()
     assert type(build_optimizer("lazy_adam", 0.1)) is LazyAdam
     assert type(build_optimizer("adam", 0.1)) is tf.keras.optimizers.Adam
     with pytest.raises(ValueError, match="valid optimizers: adam, lazy_adam"):

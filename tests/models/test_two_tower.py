@@ -78,7 +78,7 @@ def test_negatives_are_a_function_of_seed_and_step():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"negatives": "hard"}, "valid modes: sampled, in_batch, both"),
+        ({"negatives": "hard"}, "valid negatives modes: sampled, in_batch, both"),
         ({"negatives": "sampled", "item_probabilities": np.ones(NUM_ITEMS + 1)}, "in_batch"),
     ],
 )

@@ -1,0 +1,7 @@
+"""``python -m tfcroloss.pipelines.cli``: the same as the ``tfcroloss`` command."""
+
+import sys
+
+from tfcroloss.pipelines.cli import main
+
+sys.exit(main())

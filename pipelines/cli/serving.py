@@ -1,0 +1,117 @@
+"""`tfcroloss export`, `tfcroloss index`, `tfcroloss recommend` and `tfcroloss serve`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from tfcroloss.pipelines.retrieval.scann import SCORINGS
+from tfcroloss.pipelines.serving import INDEX_CHOICES
+
+
+def export_run(run_dir: str | os.PathLike, model_root: str | os.PathLike, *, version: int | None = None) -> Path:
+    """Exports the best weights of a trained run as ``model_root/<version>`` (the two phases meet
+    here: training's run directory in, serving's export out)."""
+    from tfcroloss.pipelines.serving.export import export_model
+    from tfcroloss.pipelines.training.run_directory import load_run
+
+    run = load_run(run_dir)
+    source = {"run": str(Path(run_dir).resolve()), "data": str(run.config.data.path)}
+    return export_model(
+        run.model, run.dataset.item_tokens, model_root,
+        maxlen=run.config.data.maxlen, source=source, version=version,
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    print(export_run(args.run, args.output, version=args.version))
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.serving.index import build_version_index
+
+    overrides = {
+        "num_leaves": args.num_leaves,
+        "num_leaves_to_search": args.leaves_to_search,
+        "reorder": args.reorder,
+        "partition": args.partition,
+        "scoring": args.scoring,
+    }
+    record = build_version_index(
+        args.model,
+        k=args.k,
+        sample_queries=args.sample_queries,
+        overwrite=args.overwrite,
+        **{key: value for key, value in overrides.items() if value is not None},
+    )
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.serving.retriever import Retriever
+
+    history = [token.strip() for token in args.history.split(",") if token.strip()]
+    retriever = Retriever.load(args.model, index=args.index)
+    result = retriever.recommend(history, k=args.k, exclude_history=not args.include_history)
+    print(json.dumps({
+        "model_version": retriever.version,
+        "items": [{"id": i, "score": round(s, 6)} for i, s in zip(result.item_ids, result.scores, strict=True)],
+        "unknown_ids": result.unknown_ids,
+    }, indent=2))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tfcroloss.pipelines.serving.http import create_app
+
+    app = create_app(
+        args.model, poll_seconds=args.poll_seconds, max_history=args.max_history, max_batch=args.max_batch
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser("export", help="export a trained run as a versioned SavedModel for serving")
+    export.add_argument("--run", required=True, type=Path, help="run directory written by `tfcroloss train`")
+    export.add_argument("--output", required=True, type=Path, help="model directory, e.g. saved_models/NAME")
+    export.add_argument("--version", type=int, help="version number (default: latest + 1)")
+    export.set_defaults(func=_export)
+
+    index = subparsers.add_parser("index", help="build the ScaNN index of an exported version")
+    index.add_argument("--model", required=True, type=Path, help="version directory, saved_models/NAME/<version>")
+    index.add_argument("-k", type=int, default=100, help="the k the index is tuned and checked for")
+    index.add_argument("--num-leaves", type=int, help="partitions of the tree (default ~sqrt(items))")
+    index.add_argument("--leaves-to-search", type=int, help="partitions searched per query")
+    index.add_argument("--reorder", type=int, help="candidates re-scored exactly")
+    index.add_argument("--partition", action=argparse.BooleanOptionalAction, default=None,
+                       help="search a partitioning tree (default: on large catalogs)")
+    index.add_argument("--scoring", choices=SCORINGS, help="how candidates are scored")
+    index.add_argument("--sample-queries", type=int, default=1000, help="queries for the agreement check")
+    index.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    index.set_defaults(func=_index)
+
+    recommend = subparsers.add_parser("recommend", help="recommend items for one history")
+    recommend.add_argument("--model", required=True, type=Path, help="saved_models/NAME (latest) or a version")
+    recommend.add_argument("--history", required=True, help="raw item ids, oldest first: ID,ID,...")
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("--include-history", action="store_true", help="allow items of the history")
+    recommend.add_argument("--index", choices=INDEX_CHOICES, default="auto",
+                           help="auto: the version's ScaNN index if built, else exact")
+    recommend.set_defaults(func=_recommend)
+
+    serve = subparsers.add_parser("serve", help="serve recommendations over HTTP (FastAPI)")
+    serve.add_argument("--model", required=True, type=Path, help="saved_models/NAME; newer versions are picked up")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often to look for a new version")
+    serve.add_argument("--max-history", type=int, default=1000, help="most item ids accepted per history")
+    serve.add_argument("--max-batch", type=int, default=256, help="most histories per batch request")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.set_defaults(func=_serve)

@@ -1,0 +1,98 @@
+"""The ScaNN index of an exported version: built beside the model, checked against its embeddings.
+
+It lives in ``<version>/index/`` (see ``version``); the build measures its agreement with exact
+top-k, and a reader refuses an index whose fingerprint is not the version's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfcroloss.pipelines.files import atomic_directory, atomic_write_text
+from tfcroloss.pipelines.retrieval import (
+    RetrievalIndex,
+    agreement,
+    build_index,
+    catalog_ids,
+    load_index,
+)
+from tfcroloss.pipelines.serving.version import (
+    BUILD_FILE,
+    INDEX_DIR,
+    SEARCHER_DIR,
+    FingerprintMismatch,
+    load_embeddings,
+    read_metadata,
+)
+
+
+def build_version_index(
+    version_dir: str | os.PathLike,
+    *,
+    k: int = 100,
+    sample_queries: int = 1000,
+    overwrite: bool = False,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Builds the ScaNN index of an exported version into ``<version>/index/`` and returns its
+    ``build.json``.
+
+    Parameters come from ``retrieval.scann.scann_parameters(num_items, k)``; ``overrides`` (e.g.
+    ``num_leaves``, ``num_leaves_to_search``, ``reorder``, ``partition``, ``scoring``) replace them.
+    ``agreement@k`` is measured against exact top-k on ``sample_queries`` catalog vectors
+    (user and item vectors share one space). The index appears atomically.
+    """
+    version_dir = Path(version_dir)
+    metadata = read_metadata(version_dir)
+    target = version_dir / INDEX_DIR
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite (--overwrite) to rebuild it")
+    embeddings = load_embeddings(version_dir, metadata)
+    num_items = len(embeddings)
+    k = min(k, num_items)
+    ids = catalog_ids(num_items)
+    started = time.perf_counter()
+    index = build_index("scann", embeddings, ids, k_default=k, **overrides)
+    build_seconds = time.perf_counter() - started
+    rng = np.random.default_rng(seed)
+    queries = embeddings[rng.choice(num_items, size=min(sample_queries, num_items), replace=False)]
+    exact_ids = build_index("exact", embeddings, ids).search(queries, k)[1]
+    record = {
+        "fingerprint": metadata["fingerprint"],
+        "kind": index.kind,
+        "params": index.params,
+        "k": k,
+        f"agreement@{k}": round(agreement(index.search(queries, k)[1], exact_ids), 4),
+        "agreement_queries": len(queries),
+        "build_seconds": round(build_seconds, 3),
+    }
+    with atomic_directory(target, overwrite=True) as staging:
+        index.save(staging / SEARCHER_DIR)
+        atomic_write_text(staging / BUILD_FILE, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def load_version_index(index_dir: Path, metadata: dict[str, Any]) -> tuple[RetrievalIndex, dict[str, Any]]:
+    """The ScaNN index in ``index_dir`` and its ``build.json``, refused unless built from this
+    version's embeddings (``metadata`` is the version's ``export.json``)."""
+    build_file = index_dir / BUILD_FILE
+    if not build_file.is_file():
+        raise FileNotFoundError(f"{index_dir} holds no ScaNN index; build one with `tfcroloss index`")
+    info = json.loads(build_file.read_text())
+    if info["fingerprint"] != metadata["fingerprint"]:
+        raise FingerprintMismatch(
+            f"{index_dir} was built from other item embeddings than model version {metadata['version']} "
+            f"({info['fingerprint'][:19]}... != {metadata['fingerprint'][:19]}...); rebuild it with "
+            "`tfcroloss index --overwrite`"
+        )
+    searcher = load_index(index_dir / SEARCHER_DIR)
+    if searcher.num_items != metadata["num_items"]:
+        raise FingerprintMismatch(f"{index_dir} indexes {searcher.num_items} items, the model {metadata['num_items']}")
+    return searcher, info

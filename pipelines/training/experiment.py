@@ -1,0 +1,251 @@
+"""Experiments: a grid of losses x kernels x alpha x seeds, tuned fairly, written as tables and plots.
+
+An experiment file (YAML)::
+
+    base: configs/ml-100k.yaml        # the run config every variant starts from
+    output: docs/results/ml-100k      # tables, plots, results.json; runs under output/runs/
+    seeds: [1, 2, 3]
+    learning_rates: [0.002, 0.005]    # the same search budget for every variant
+    variants:                         # each a loss section, named by its label
+      softmax: {name: softmax}
+      croloss-softplus-a1.0: {name: croloss, kernel: softplus, alpha: 1.0}
+    grid:                             # optional: more variants, a product of values
+      - {name: croloss, kernel: [sigmoid, softplus], alpha: [0.6, 1.0, 1.4]}
+
+For every variant the learning rate is chosen on the validation split (the
+base config's ``evaluation.select_on``) with the first seed; then every seed
+trains at that rate and the test metrics are averaged (mean, sample std).
+Finished runs are kept and skipped when the experiment is run again, so an
+interrupted experiment resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tfcroloss.models.loss_presets import build_loss
+from tfcroloss.pipelines.files import atomic_file, atomic_write_text
+from tfcroloss.pipelines.training import config as config_lib
+from tfcroloss.pipelines.training.run_directory import METRICS_FILE
+from tfcroloss.pipelines.training.train import train
+from tfcroloss.registry import unknown_name
+
+
+@dataclasses.dataclass
+class Experiment:
+    base: config_lib.RunConfig
+    output: Path
+    seeds: list[int]
+    learning_rates: list[float]
+    variants: dict[str, dict[str, Any]]
+
+
+def _label(loss: dict[str, Any]) -> str:
+    parts = [loss["name"]] + [f"{key}={value}" for key, value in loss.items() if key != "name"]
+    return " ".join(parts)
+
+
+def load(path: str | Path) -> Experiment:
+    """Reads and checks an experiment file; every variant must make a valid run config."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    if raw is None:
+        raise FileNotFoundError(f"experiment file not found or empty: {path}")
+    known = {"base", "output", "seeds", "learning_rates", "variants", "grid"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise config_lib.ConfigError(f"{path}: {unknown_name('key', unknown[0], sorted(known))}")
+    for key in ("base", "output", "seeds", "learning_rates"):
+        if key not in raw:
+            raise config_lib.ConfigError(f"{path}: {key!r} is required")
+    variants = dict(raw.get("variants") or {})
+    for entry in raw.get("grid") or []:
+        keys = list(entry)
+        values = [value if isinstance(value, list) else [value] for value in entry.values()]
+        for combo in itertools.product(*values):
+            loss = dict(zip(keys, combo, strict=True))
+            variants.setdefault(_label(loss), loss)
+    if not variants:
+        raise config_lib.ConfigError(f"{path}: no variants (give 'variants' or 'grid')")
+    base = config_lib.load(raw["base"])
+    for label, loss in variants.items():  # fail now, not after hours of training
+        where = f"{path}: variant {label!r}"
+        config = config_lib.from_dict({**base.to_dict(), "loss": loss}, source=where)
+        try:
+            build_loss(config.loss.name, num_items=1_000_000, **config.loss.params)
+        except (TypeError, ValueError) as error:
+            raise config_lib.ConfigError(f"{where}: {error}") from None
+    return Experiment(base, Path(raw["output"]), [int(s) for s in raw["seeds"]],
+                      [float(r) for r in raw["learning_rates"]], variants)
+
+
+def _run(experiment: Experiment, label: str, learning_rate: float, seed: int) -> dict[str, Any]:
+    raw = experiment.base.to_dict()
+    raw["loss"] = experiment.variants[label]
+    raw["training"].update(learning_rate=learning_rate, seed=seed)
+    config = config_lib.from_dict(raw, source=label)
+    # The folder name carries a digest of the whole config: a changed config never reuses old runs.
+    digest = hashlib.sha256(config.to_yaml().encode()).hexdigest()[:10]
+    run_dir = experiment.output / "runs" / re.sub(r"[^\w.-]+", "_", label) / f"lr{learning_rate:g}-seed{seed}-{digest}"
+    if (run_dir / METRICS_FILE).exists():
+        return json.loads((run_dir / METRICS_FILE).read_text())
+    print(f"== {label}  lr={learning_rate:g}  seed={seed}", flush=True)
+    return train(config, run_dir, verbose=0)
+
+
+def run(experiment: Experiment) -> dict[str, Any]:
+    """Trains every variant (tuning then seeds) and writes results, tables and plots."""
+    select_on = experiment.base.evaluation.select_on
+    results: dict[str, Any] = {}
+    for label in experiment.variants:
+        first = experiment.seeds[0]
+        tuning = {lr: _run(experiment, label, lr, first) for lr in experiment.learning_rates}
+        best_lr = max(tuning, key=lambda lr: tuning[lr]["validation"][select_on])
+        runs = [tuning[best_lr]] + [_run(experiment, label, best_lr, s) for s in experiment.seeds[1:]]
+        metrics = sorted(k for k in runs[0]["test"] if "@" in k)
+        results[label] = {
+            "loss": experiment.variants[label],
+            "learning_rate": best_lr,
+            "tuning": {f"{lr:g}": t["validation"][select_on] for lr, t in tuning.items()},
+            "mean": {m: float(np.mean([r["test"][m] for r in runs])) for m in metrics},
+            "std": {m: float(np.std([r["test"][m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
+                    for m in metrics},
+            "seeds": {str(s): r["test"] for s, r in zip(experiment.seeds, runs, strict=True)},
+        }
+    write_report(experiment, results)
+    return results
+
+
+def _ns(results: dict[str, Any]) -> list[int]:
+    any_result = next(iter(results.values()))
+    return sorted({int(k.split("@")[1]) for k in any_result["mean"]})
+
+
+def table_rows(results: dict[str, Any], metric: str = "recall") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of "mean ± std" (percent) per variant and N, as the paper's tables."""
+    ns = _ns(results)
+    header = ["loss", "lr"] + [f"{metric[0].upper()}@{n}" for n in ns]
+    rows = []
+    for label, result in results.items():
+        cells = [f"{100 * result['mean'][f'{metric}@{n}']:.2f} ± {100 * result['std'][f'{metric}@{n}']:.2f}" for n in ns]
+        rows.append([label, f"{result['learning_rate']:g}"] + cells)
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def write_report(experiment: Experiment, results: dict[str, Any]) -> None:
+    """results.json, recall/ndcg tables (markdown and CSV) and Recall@N plots under ``output``."""
+    out = experiment.output
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    for metric in ("recall", "hit_rate", "ndcg"):
+        header, rows = table_rows(results, metric)
+        atomic_write_text(out / f"{metric}.md", markdown_table(header, rows))
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([header] + rows)
+        atomic_write_text(out / f"{metric}.csv", buffer.getvalue())
+    atomic_write_text(out / "claims.md", claims_markdown(results))
+    seeds = f"mean of {len(experiment.seeds)} seeds"
+    plot_recall(results, out / "recall_at_n.png", title=f"Recall@N by loss, {seeds}")
+    for kernel in sorted({r["loss"].get("kernel") for r in results.values()} - {None}):
+        labels = [label for label, r in results.items()
+                  if r["loss"]["name"] == "croloss" and r["loss"].get("kernel") == kernel]
+        if len(labels) > 1:
+            plot_recall(results, out / f"recall_by_alpha_{kernel}.png", f"CROLoss {kernel}: Recall@N by alpha, {seeds}", labels)
+
+
+def plot_recall(results: dict[str, Any], path: Path, title: str, labels: list[str] | None = None) -> None:
+    """Recall@N against N (log scale), one curve per variant, as the paper's Figures 3-4."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = _ns(results)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label in labels or list(results):
+        mean = [100 * results[label]["mean"][f"recall@{n}"] for n in ns]
+        axis.plot(ns, mean, marker="o", label=label)
+    axis.set_xscale("log")
+    axis.set_xticks(ns, [str(n) for n in ns])
+    axis.set_xlabel("N")
+    axis.set_ylabel("Recall@N (%)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+def _best(results: dict[str, Any], name: str, n: int) -> tuple[str, float] | None:
+    """The variant of loss ``name`` with the highest mean test Recall@n."""
+    chosen = [(label, r["mean"][f"recall@{n}"]) for label, r in results.items() if r["loss"]["name"] == name]
+    return max(chosen, key=lambda item: item[1]) if chosen else None
+
+
+def _selected_on_validation(results: dict[str, Any], name: str) -> str | None:
+    """The variant of loss ``name`` with the best validation score (its tuned learning rate, first seed)."""
+    chosen = [(max(r["tuning"].values()), label) for label, r in results.items() if r["loss"]["name"] == name]
+    return max(chosen)[1] if chosen else None
+
+
+def _holds(flag: bool) -> str:
+    return "holds" if flag else "does NOT hold"
+
+
+def claims_markdown(results: dict[str, Any]) -> str:
+    """Checks the paper's claims on mean test Recall@N, one line per claim and N."""
+    ns = _ns(results)
+    lines = ["## The paper's claims on this data (mean test Recall@N over seeds)", ""]
+    softmax = {n: _best(results, "softmax", n) for n in ns}
+    for n in ns:
+        best, ce = _best(results, "croloss", n), softmax[n]
+        if best and ce:
+            lines.append(f"- Recall@{n}: best CROLoss ({best[0]}: {100 * best[1]:.2f}) >= softmax cross-entropy "
+                         f"({100 * ce[1]:.2f}): {_holds(best[1] >= ce[1])}")
+    for n in ns:
+        lam, plain = _best(results, "lambda_croloss", n), _best(results, "croloss", n)
+        if lam and plain:
+            lines.append(f"- Recall@{n}: best Lambda ({lam[0]}: {100 * lam[1]:.2f}) >= best plain CROLoss "
+                         f"({100 * plain[1]:.2f}): {_holds(lam[1] >= plain[1])}")
+    chosen = _selected_on_validation(results, "croloss")
+    if chosen and softmax[ns[0]]:
+        base = next(label for label, r in results.items() if r["loss"]["name"] == "softmax")
+        for n in ns:
+            ours, theirs = results[chosen], results[base]
+            gap = ours["mean"][f"recall@{n}"] - theirs["mean"][f"recall@{n}"]
+            noise = max(ours["std"][f"recall@{n}"], theirs["std"][f"recall@{n}"])
+            lines.append(f"- Recall@{n}: CROLoss chosen on validation ({chosen}) minus softmax cross-entropy: "
+                         f"{100 * gap:+.2f} points (larger seed std {100 * noise:.2f})")
+    kernels = sorted({r["loss"].get("kernel") for r in results.values() if r["loss"]["name"] == "croloss"} - {None})
+    for kernel in kernels:
+        same = {r["loss"]["alpha"]: r for r in results.values()
+                if r["loss"]["name"] == "croloss" and r["loss"].get("kernel") == kernel and "alpha" in r["loss"]}
+        if len(same) < 2:
+            continue
+        best_alpha = [max(same, key=lambda a, n=n: same[a]["mean"][f"recall@{n}"]) for n in ns]
+        monotone = all(a >= b for a, b in zip(best_alpha, best_alpha[1:], strict=False))
+        pairs = ", ".join(f"N={n}: {a:g}" for n, a in zip(ns, best_alpha, strict=True))
+        lines.append(f"- {kernel}: best alpha per N ({pairs}); larger alpha for smaller N: {_holds(monotone)}")
+    for n in ns:
+        ce, bpr, triplet = softmax[n], _best(results, "bpr", n), _best(results, "triplet", n)
+        if ce and bpr and triplet:
+            lines.append(f"- Recall@{n}: cross-entropy ({100 * ce[1]:.2f}) > BPR ({100 * bpr[1]:.2f}) > triplet "
+                         f"({100 * triplet[1]:.2f}): {_holds(ce[1] > bpr[1] > triplet[1])}")
+    return "\n".join(lines) + "\n"
