@@ -25,9 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     columns = prepare.add_argument_group("columns (csv and recbole formats)")
     columns.add_argument("--user-column", help="default: user_id")
     columns.add_argument("--item-column", help="default: item_id")
-    columns.add_argument("--time-column", help="default: timestamp")
+    columns.add_argument(
+        "--time-column",
+        help="default: timestamp; 'none' for a log without timestamps (the order of the lines is "
+        "then the order of events)",
+    )
     columns.add_argument("--rating-column", help="read ratings from this column")
     columns.add_argument("--delimiter", help="default: tab for .tsv/.tab files, ',' otherwise")
+    prepare.add_argument(
+        "--encoding", help="text encoding of the input (default utf-8; e.g. latin-1, cp1252)"
+    )
     protocol = prepare.add_argument_group("protocol (defaults as the paper)")
     protocol.add_argument("--min-rating", type=float, help="keep rating >= this (default: all)")
     protocol.add_argument(
@@ -90,14 +97,13 @@ def run_prepare(args: argparse.Namespace) -> int:
         "time_column": args.time_column,
         "rating_column": args.rating_column,
         "delimiter": args.delimiter,
+        "encoding": args.encoding,
     }
+    options = {key: value for key, value in options.items() if value is not None}  # given ones only
+    if options.get("time_column", "").lower() == "none":
+        options["time_column"] = None
     dataset = prepare_file(
-        args.fmt,
-        args.input,
-        args.output,
-        config=config,
-        overwrite=args.overwrite,
-        **{key: value for key, value in options.items() if value is not None},
+        args.fmt, args.input, args.output, config=config, overwrite=args.overwrite, **options
     )
     meta = dataset.metadata
     read, dropped = meta["read"], meta["dropped"]

@@ -20,7 +20,13 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise config_lib.ConfigError(f"--set {pair!r}: expected section.key=value")
-        overrides[key] = yaml.safe_load(value)
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise config_lib.ConfigError(
+                f"--set {pair!r}: the value must be plain YAML (a number, string, list, ...): "
+                f"{str(error).splitlines()[0]}"
+            ) from None
     return overrides
 
 

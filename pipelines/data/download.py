@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tfcroloss.pipelines.data.dataset import DataError
-from tfcroloss.pipelines.files import atomic_file
+from tfcroloss.pipelines.files import atomic_file, remove_stale_temporaries, temporary_prefix
 from tfcroloss.registry import lookup
 
 _GROUPLENS = "https://files.grouplens.org/datasets/movielens"
@@ -80,8 +80,9 @@ def download(
     if target.is_file():
         return target, source.format
     output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output_dir)
     # The archive is scratch, deleted on exit: only its interaction file is kept.
-    with tempfile.NamedTemporaryFile(prefix=f".{name}.zip.tmp-", dir=output_dir) as out:
+    with tempfile.NamedTemporaryFile(prefix=temporary_prefix(output_dir / f"{name}.zip"), dir=output_dir) as out:
         archive = Path(out.name)
         try:
             with fetch(url) as response:

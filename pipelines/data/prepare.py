@@ -33,6 +33,7 @@ from tfcroloss.pipelines.data.dataset import (
     Split,
 )
 from tfcroloss.pipelines.data.readers import InteractionLog, read_log
+from tfcroloss.pipelines.files import check_writable
 
 AUTHORS_SEED = 1230
 DEFAULT_MIN_COUNT = 5
@@ -81,12 +82,15 @@ def prepare_file(
     overwrite: bool = False,
     **reader_options: Any,
 ) -> PreparedDataset:
-    """Read ``input_path`` (format ``fmt``), prepare it and save it atomically to ``output``."""
+    """Read ``input_path`` (format ``fmt``), prepare it and save it atomically to ``output``.
+
+    Whether ``output`` can be written is checked first, before any work."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; choose another --output or --overwrite")
+    check_writable(output)
     log = read_log(fmt, input_path, **reader_options)
-    settings = {"format": fmt, **{k: v for k, v in reader_options.items() if v is not None}}
+    settings = {"format": fmt, **reader_options}
     dataset = prepare(log, config or PrepareConfig(), reader_settings=settings)
     dataset.save(output, overwrite=overwrite)
     return dataset

@@ -10,16 +10,26 @@ Formats (``FORMATS``):
   (ml-20m, ml-25m, ml-latest), or a directory holding one of them.
 - ``recbole``: an atomic ``*.inter`` file with a typed header (``user_id:token  item_id:token ...``).
 - ``csv``: any CSV/TSV file with a header, or a Parquet file, with the columns named by the caller.
+
+Every text file may be gzip, bzip2, xz or zstd compressed (found by its magic bytes, read as a
+stream: never decompressed to disk or held twice), start with a UTF-8 byte order mark, and be in
+any ``encoding`` Python knows. Without a time column (``time_column=None``) the order of the lines
+is the order of events. What the reader refuses, it refuses with the file and line: a wrong field
+count, a number that is not a finite number, an empty id or one holding a line break, a byte the
+encoding cannot decode, a line too long for a log.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import io
+import lzma
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +43,18 @@ from tfcroloss.registry import lookup
 FORMATS = ("comirec", "movielens", "recbole", "csv")
 COMIREC_COLUMNS = ("user_id", "item_id", "time_stamp")
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+# name: (magic bytes, file name endings)
+COMPRESSIONS = {
+    "gzip": (b"\x1f\x8b", (".gz",)),
+    "bz2": (b"BZh", (".bz2",)),
+    "xz": (b"\xfd7zXZ\x00", (".xz",)),
+    "zstd": (b"\x28\xb5\x2f\xfd", (".zst", ".zstd")),
+}
+MAX_LINE_BYTES = 1 << 20
+"""A longer line is refused: no interaction log has one (a wrong --format or a binary file)."""
 _TOKEN = pa.dictionary(pa.int32(), pa.string())
 _BLOCK_SIZE = 4 << 20
+_DECOMPRESSION_ERRORS = (OSError, EOFError, lzma.LZMAError)  # truncated or corrupt archives
 
 
 @dataclasses.dataclass
@@ -58,16 +78,81 @@ class InteractionLog:
 
 @dataclasses.dataclass(frozen=True)
 class _Columns:
-    """Where the fields are in a delimited file and what they are called in messages."""
+    """Where the fields are in a delimited file and what they are called in messages;
+    ``time`` is None for a log without timestamps."""
 
     user: str
     item: str
-    time: str
+    time: str | None
     rating: str | None = None
 
     @property
     def wanted(self) -> list[str]:
         return [name for name in (self.user, self.item, self.time, self.rating) if name]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [name for name in (self.time, self.rating) if name]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One input file: where it is, how to decompress and decode it, and its bytes when they had
+    to be rewritten in memory (MovieLens ``::``)."""
+
+    path: Path
+    encoding: str
+    data: bytes | None = None
+
+    @property
+    def is_utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name == "utf-8"
+
+    def open_binary(self) -> BinaryIO:
+        """The decompressed bytes, as a buffered stream."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        return _open_decompressed(self.path)
+
+    def open_text(self) -> io.TextIOBase:
+        """The decoded text (strict: an undecodable byte raises), without a byte order mark."""
+        encoding = "utf-8-sig" if self.is_utf8 else self.encoding
+        return io.TextIOWrapper(self.open_binary(), encoding=encoding, newline="")
+
+    def arrow_input(self) -> pa.NativeFile | str:
+        if self.data is not None:
+            return pa.BufferReader(self.data)
+        compression = compression_of(self.path)
+        if compression is None:
+            return str(self.path)
+        if compression == "xz":
+            return pa.PythonFile(lzma.open(self.path, "rb"), mode="r")
+        return pa.input_stream(str(self.path), compression=compression)
+
+
+def compression_of(path: Path) -> str | None:
+    """The compression of ``path`` (a key of ``COMPRESSIONS``) from its magic bytes, or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    return next((name for name, (magic, _) in COMPRESSIONS.items() if head.startswith(magic)), None)
+
+
+def _open_decompressed(path: Path) -> BinaryIO:
+    compression = compression_of(path)
+    if compression is None:
+        return open(path, "rb")
+    if compression == "xz":
+        return lzma.open(path, "rb")
+    return io.BufferedReader(pa.input_stream(str(path), compression=compression))
+
+
+def _logical_suffix(path: Path) -> str:
+    """The suffix that names the format: ``.tsv`` for ``log.tsv.gz``."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    endings = {ending for _, names in COMPRESSIONS.values() for ending in names}
+    while suffixes and suffixes[-1] in endings:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
 
 
 def read_log(
@@ -76,32 +161,46 @@ def read_log(
     *,
     user_column: str = "user_id",
     item_column: str = "item_id",
-    time_column: str = "timestamp",
+    time_column: str | None = "timestamp",
     rating_column: str | None = None,
     delimiter: str | None = None,
+    encoding: str = "utf-8",
 ) -> InteractionLog:
     """Read an interaction log of format ``fmt`` (one of ``FORMATS``) from ``path``.
 
     The column options apply to ``csv`` (and name the columns of a ``recbole`` header, whose
-    ``:type`` suffixes are ignored); ``delimiter`` defaults to tab for ``.tsv``/``.tab`` files and
+    ``:type`` suffixes are ignored); ``time_column=None`` reads a log without timestamps, in file
+    order. ``delimiter`` defaults to tab for ``.tsv``/``.tab`` files (compressed or not) and
     ``,`` otherwise. ``rating_column`` is read when given (MovieLens ratings are always read).
+    ``encoding`` is that of text files (``latin-1`` for old MovieLens item files, say).
     """
     path = Path(path)
     lookup(dict.fromkeys(FORMATS), fmt, "format", error=DataError)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r} (--encoding); e.g. utf-8, latin-1, cp1252") from None
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if fmt == "comirec":
-        return _read_comirec(path)
+        return _read_comirec(path, encoding)
     if fmt == "movielens":
-        return _read_movielens(path)
+        return _read_movielens(path, encoding)
+    _check_file(path, fmt)
     columns = _Columns(user_column, item_column, time_column, rating_column)
+    source = _Source(path, encoding)
     if fmt == "recbole":
-        return _read_delimited([path], columns, delimiter="\t", quote=False, header="recbole")
-    if path.suffix == ".parquet":
+        return _read_delimited([source], columns, delimiter="\t", quote=False, header="recbole")
+    if _logical_suffix(path) == ".parquet":
         return _read_parquet(path, columns)
     if delimiter is None:
-        delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-    return _read_delimited([path], columns, delimiter=delimiter, quote=True, header="plain")
+        delimiter = "\t" if _logical_suffix(path) in (".tsv", ".tab") else ","
+    return _read_delimited([source], columns, delimiter=delimiter, quote=True, header="plain")
+
+
+def _check_file(path: Path, fmt: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; --format {fmt} reads one file")
 
 
 def comirec_split_files(path: Path) -> dict[str, Path] | None:
@@ -126,14 +225,14 @@ def comirec_split_files(path: Path) -> dict[str, Path] | None:
     return files
 
 
-def _read_comirec(path: Path) -> InteractionLog:
+def _read_comirec(path: Path, encoding: str) -> InteractionLog:
     columns = _Columns(*COMIREC_COLUMNS)
     files = comirec_split_files(path)
-    paths = list(files.values()) if files else [path]
-    return _read_delimited(paths, columns, delimiter=",", quote=True, header=COMIREC_COLUMNS)
+    sources = [_Source(p, encoding) for p in (files.values() if files else [path])]
+    return _read_delimited(sources, columns, delimiter=",", quote=True, header=COMIREC_COLUMNS)
 
 
-def _read_movielens(path: Path) -> InteractionLog:
+def _read_movielens(path: Path, encoding: str) -> InteractionLog:
     if path.is_dir():
         found = [path / name for name in MOVIELENS_FILES if (path / name).is_file()]
         if not found:
@@ -141,60 +240,56 @@ def _read_movielens(path: Path) -> InteractionLog:
         path = found[0]
     columns = _Columns("user_id", "item_id", "timestamp", "rating")
     names = ("user_id", "item_id", "rating", "timestamp")
-    if path.name == "ratings.csv":
+    name = path.name.lower()
+    if name.startswith("ratings.csv"):
         columns = _Columns("userId", "movieId", "timestamp", "rating")
-        return _read_delimited([path], columns, delimiter=",", quote=True, header="plain")
-    if path.name == "ratings.dat":
+        return _read_delimited([_Source(path, encoding)], columns, delimiter=",", quote=True, header="plain")
+    if name.startswith("ratings.dat"):
         # '::' is not a single-character delimiter: rewrite it as a tab in memory (MovieLens ids
         # are numbers, so no field holds a tab).
-        data = path.read_bytes().replace(b"::", b"\t")
-        return _read_delimited(
-            [path], columns, delimiter="\t", quote=False, header=names, data=[data]
-        )
-    if path.name == "u.data":
-        return _read_delimited([path], columns, delimiter="\t", quote=False, header=names)
+        with _open_decompressed(path) as stream:
+            data = stream.read().replace(b"::", b"\t")
+        return _read_delimited([_Source(path, encoding, data)], columns, delimiter="\t", quote=False, header=names)
+    if name.startswith("u.data"):
+        return _read_delimited([_Source(path, encoding)], columns, delimiter="\t", quote=False, header=names)
     raise DataError(
         f"{path}: not a MovieLens ratings file; allowed names: {', '.join(MOVIELENS_FILES)}"
     )
 
 
 def _read_delimited(
-    paths: Sequence[Path],
+    sources: Sequence[_Source],
     columns: _Columns,
     *,
     delimiter: str,
     quote: bool,
     header: str | Sequence[str],
-    data: Sequence[bytes] | None = None,
 ) -> InteractionLog:
     """Read delimited files. ``header`` is a tuple of column names for headerless files, or
     ``"plain"``/``"recbole"`` for files whose first line names the columns."""
     tables = []
-    for index, path in enumerate(paths):
-        raw = data[index] if data is not None else None
-        if (len(raw) if raw is not None else path.stat().st_size) == 0:
-            raise DataError(f"{path}: empty file, no interactions")
+    for index, source in enumerate(sources):
         skip_rows = 0
         if isinstance(header, str):
-            names = _header_names(path, raw, delimiter, quote, recbole=header == "recbole")
+            names = _header_names(source, delimiter, quote, recbole=header == "recbole")
             skip_rows = 1
         else:
             names = list(header)
         missing = [name for name in columns.wanted if name not in names]
         if missing:
+            hint = "; pass --time-column none for a log without timestamps" if columns.time in missing else ""
             raise DataError(
-                f"{path}: missing column {', '.join(map(repr, missing))}; "
-                f"the file has: {', '.join(names)}"
+                f"{source.path}: missing column {', '.join(map(repr, missing))}; "
+                f"the file has: {', '.join(names)}{hint}"
             )
-        types = {columns.user: _TOKEN, columns.item: _TOKEN, columns.time: pa.float64()}
-        if columns.rating:
-            types[columns.rating] = pa.float64()
-        source = pa.BufferReader(raw) if raw is not None else str(path)
+        types = {columns.user: _TOKEN, columns.item: _TOKEN}
+        types.update({name: pa.float64() for name in columns.numeric})
         try:
             table = pacsv.read_csv(
-                source,
+                source.arrow_input(),
                 read_options=pacsv.ReadOptions(
-                    column_names=names, skip_rows=skip_rows, block_size=_BLOCK_SIZE
+                    column_names=names, skip_rows=skip_rows, block_size=_BLOCK_SIZE,
+                    encoding="utf8" if source.is_utf8 else source.encoding,
                 ),
                 parse_options=pacsv.ParseOptions(
                     delimiter=delimiter, quote_char='"' if quote else False
@@ -207,40 +302,37 @@ def _read_delimited(
                     quoted_strings_can_be_null=False,
                 ),
             )
-        except pa.ArrowInvalid as error:
-            raise _locate_error(
-                path, raw, names, columns, delimiter, quote, skip_rows, error
-            ) from None
+        except (pa.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as error:
+            raise _locate(source, names, columns, delimiter, quote, skip_rows, error) from None
         if table.num_rows == 0:
-            raise DataError(f"{path}: empty file, no interactions")
-        if len(paths) > 1:
+            raise DataError(f"{source.path}: empty file, no interactions")
+        if _has_bad_values(table, columns):
+            raise _locate(source, names, columns, delimiter, quote, skip_rows, None)
+        if len(sources) > 1:
             split = np.full(table.num_rows, index, np.int8)
             table = table.append_column("__split", pa.array(split))
         tables.append(table)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    log = _from_table(table, columns, [str(p) for p in paths])
-    if len(paths) > 1:
+    log = _from_table(table, columns, [str(source.path) for source in sources])
+    if len(sources) > 1:
         log.split = table.column("__split").to_numpy()
     return log
 
 
-def _header_names(
-    path: Path, raw: bytes | None, delimiter: str, quote: bool, *, recbole: bool
-) -> list[str]:
-    with _open_text(path, raw) as stream:
-        first = next(_csv_rows(stream, delimiter, quote), None)
+def _header_names(source: _Source, delimiter: str, quote: bool, *, recbole: bool) -> list[str]:
+    try:
+        with source.open_text() as stream:
+            first = next(_csv_rows(stream, delimiter, quote), None)
+    except (UnicodeDecodeError, csv.Error):
+        raise _undecodable(source) from None
+    except _DECOMPRESSION_ERRORS as error:
+        raise DataError(f"{source.path}: cannot decompress: {error}") from None
     if first is None:
-        raise DataError(f"{path}: empty file, expected a header line")
+        raise DataError(f"{source.path}: empty file, expected a header line")
     names = [field.strip() for field in first[1]]
     if recbole:
         names = [name.rpartition(":")[0] if ":" in name else name for name in names]
     return names
-
-
-def _open_text(path: Path, raw: bytes | None) -> io.TextIOBase:
-    if raw is not None:
-        return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
 
 
 def _csv_rows(
@@ -255,36 +347,102 @@ def _csv_rows(
             yield reader.line_num, fields
 
 
-def _locate_error(
-    path: Path,
-    raw: bytes | None,
+def _fields_problem(fields: list[str], names: list[str], columns: _Columns) -> str | None:
+    """What is wrong with one line's fields, if anything."""
+    if len(fields) != len(names):
+        return f"expected {len(names)} fields ({', '.join(names)}), got {len(fields)}"
+    for name in columns.numeric:
+        value = fields[names.index(name)]
+        try:
+            number = float(value)
+        except ValueError:
+            return f"field {name!r} must be a number, got {value!r}"
+        if not np.isfinite(number):
+            return f"field {name!r} must be a finite number, got {value!r}"
+    for name in (columns.user, columns.item):
+        value = fields[names.index(name)]
+        if not value or "\n" in value or "\r" in value:
+            return f"field {name!r} must be a non-empty id without line breaks, got {value!r}"
+    return None
+
+
+def _bad_tokens(tokens: pa.Array) -> pa.BooleanArray:
+    """Where ``tokens`` (strings) are empty or hold a line break."""
+    tokens = tokens.cast(pa.string())
+    return pc.or_(pc.equal(pc.utf8_length(tokens), 0), pc.match_substring_regex(tokens, "[\r\n]"))
+
+
+def _has_bad_values(table: pa.Table, columns: _Columns) -> bool:
+    """Whether the parsed ``table`` holds a non-finite number or a bad id: vectorised (ids over
+    their dictionaries), so only a bad file pays for the line scan that names the line."""
+    if any(not np.isfinite(table.column(name).to_numpy()).all() for name in columns.numeric):
+        return True
+    return any(
+        pc.any(_bad_tokens(chunk.dictionary)).as_py()
+        for name in (columns.user, columns.item)
+        for chunk in table.column(name).chunks
+    )
+
+
+def _locate(
+    source: _Source,
     names: list[str],
     columns: _Columns,
     delimiter: str,
     quote: bool,
     skip_rows: int,
-    error: Exception,
+    error: Exception | None,
 ) -> DataError:
-    """Find the first malformed line (only on the error path, so a Python scan is fine)."""
-    numeric = [(names.index(name), name) for name in (columns.time, columns.rating) if name]
-    with _open_text(path, raw) as stream:
-        for line, fields in _csv_rows(stream, delimiter, quote):
-            if line <= skip_rows:
-                continue
-            if len(fields) != len(names):
+    """The first bad line, as a ``DataError`` naming file and line (only on the error path, so a
+    Python scan is fine); ``error`` is what the fast reader said."""
+    line = 0
+    try:
+        with source.open_text() as stream:
+            for line, fields in _csv_rows(stream, delimiter, quote):
+                if line <= skip_rows:
+                    continue
+                problem = _fields_problem(fields, names, columns)
+                if problem is not None:
+                    return DataError(f"{source.path}, line {line}: {problem}")
+    except UnicodeDecodeError:
+        return _undecodable(source)
+    except csv.Error as csv_error:
+        return DataError(f"{source.path}, line {line + 1}: cannot read this line ({csv_error})")
+    except _DECOMPRESSION_ERRORS as read_error:
+        return DataError(f"{source.path}: cannot decompress: {read_error}")
+    if line <= skip_rows:
+        return DataError(f"{source.path}: empty file, no interactions")
+    long_line = _first_long_line(source)
+    if long_line is not None:
+        return long_line
+    return DataError(f"{source.path}: cannot parse: {error}")
+
+
+def _undecodable(source: _Source) -> DataError:
+    """The first line holding a byte that ``source.encoding`` cannot decode."""
+    decoder = codecs.getincrementaldecoder(source.encoding)()
+    with source.open_binary() as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as error:
+                byte = raw[error.start] if error.start < len(raw) else 0
                 return DataError(
-                    f"{path}, line {line}: expected {len(names)} fields ({', '.join(names)}), "
-                    f"got {len(fields)}"
+                    f"{source.path}, line {number}: byte 0x{byte:02x} is not valid {source.encoding}; "
+                    "if the file is in another encoding, pass it with --encoding (e.g. --encoding latin-1)"
                 )
-            for position, name in numeric:
-                try:
-                    float(fields[position])
-                except ValueError:
-                    return DataError(
-                        f"{path}, line {line}: field {name!r} must be a number, "
-                        f"got {fields[position]!r}"
-                    )
-    return DataError(f"{path}: cannot parse: {error}")
+    return DataError(f"{source.path}: cannot be decoded as {source.encoding}; pass --encoding")
+
+
+def _first_long_line(source: _Source) -> DataError | None:
+    with source.open_binary() as stream:
+        for number, raw in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                return DataError(
+                    f"{source.path}, line {number}: longer than {MAX_LINE_BYTES:,} bytes; an interaction "
+                    "log has no such line (is --format right, or is this a binary file?)"
+                )
+    return None
 
 
 def _read_parquet(path: Path, columns: _Columns) -> InteractionLog:
@@ -304,6 +462,13 @@ def _read_parquet(path: Path, columns: _Columns) -> InteractionLog:
             first = int(pc.index(pc.is_null(column), True).as_py())
             raise DataError(f"{path}, row {first + 1}: field {name!r} is null")
         if name in (columns.user, columns.item):
+            bad = _bad_tokens(column)
+            if pc.any(bad).as_py():
+                first = int(pc.index(bad, True).as_py())
+                raise DataError(
+                    f"{path}, row {first + 1}: field {name!r} must be a non-empty id without line breaks, "
+                    f"got {column[first].as_py()!r}"
+                )
             converted[name] = pc.dictionary_encode(column.cast(pa.string()))
         elif pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
             converted[name] = column.cast(pa.int64()).cast(pa.float64())
@@ -313,17 +478,26 @@ def _read_parquet(path: Path, columns: _Columns) -> InteractionLog:
             raise DataError(
                 f"{path}: field {name!r} must be numeric or a timestamp, got type {column.type}"
             )
-    return _from_table(pa.table(converted), columns, [str(path)])
+    table = pa.table(converted)
+    for name in columns.numeric:
+        bad = np.flatnonzero(~np.isfinite(table.column(name).to_numpy()))
+        if bad.size:
+            raise DataError(f"{path}, row {bad[0] + 1}: field {name!r} must be a finite number")
+    return _from_table(table, columns, [str(path)])
 
 
 def _from_table(table: pa.Table, columns: _Columns, sources: list[str]) -> InteractionLog:
     table = table.unify_dictionaries()
     users, user_tokens = _codes(table.column(columns.user))
     items, item_tokens = _codes(table.column(columns.item))
+    if columns.time is None:  # the order of the lines is the order of events
+        timestamps = np.arange(table.num_rows, dtype=np.float64)
+    else:
+        timestamps = table.column(columns.time).to_numpy()
     return InteractionLog(
         users=users,
         items=items,
-        timestamps=table.column(columns.time).to_numpy(),
+        timestamps=timestamps,
         user_tokens=user_tokens,
         item_tokens=item_tokens,
         ratings=table.column(columns.rating).to_numpy() if columns.rating else None,

@@ -28,7 +28,7 @@ from tfcroloss.models.optimizers import build_optimizer
 from tfcroloss.models.two_tower import negatives_per_row
 from tfcroloss.pipelines.data.dataset import PreparedDataset
 from tfcroloss.pipelines.data.inputs import EvalSamples, evaluation_samples, training_dataset
-from tfcroloss.pipelines.files import atomic_write_text
+from tfcroloss.pipelines.files import atomic_write_text, remove_stale_temporaries
 from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import distribute
 from tfcroloss.pipelines.training.evaluate import evaluate
@@ -118,6 +118,8 @@ def _check_fits_catalog(config: config_lib.RunConfig, dataset: PreparedDataset) 
 
 def _prepare_run_directory(config: config_lib.RunConfig, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (CHECKPOINTS_DIR, BEST_DIR):  # what a killed save left: TensorFlow's ckpt-N_temp/
+        remove_stale_temporaries(run_dir / folder, extra=r"ckpt-\d+_temp")
     saved = run_dir / CONFIG_FILE
     if saved.exists():
         # A resumed run may only be given more (or fewer) steps; anything else is another run.
