@@ -179,6 +179,8 @@ class KerasOps:
         return self._tf_checks is not None and not self._tf_checks.tf.executing_eagerly()
 
     def _check(self, ok: Any, message: str) -> None:
+        if _in_symbolic_scope():  # Keras working out output shapes on placeholder values
+            return None
         try:
             concrete = bool(self._ops.convert_to_numpy(self._ops.all(ok)))
         except Exception:  # a tracer: no value to check while tracing
@@ -206,3 +208,11 @@ class KerasOps:
         if checks:
             return self._tf_checks.after(checks, fn)
         return fn()
+
+
+def _in_symbolic_scope() -> bool:
+    try:
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+    except ImportError:  # a Keras without it: checks run on the placeholder values too
+        return False
+    return in_symbolic_scope()
