@@ -27,7 +27,7 @@ COMMAND_MODULES = ("data", "training", "serving", "demo")
 # ``2026-11-23 20:17:30.807180: E file.cc:51] ...``) and absl's note about them.
 NATIVE_LOG_LINE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]"
+    rb"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\])"
 )
 
@@ -82,11 +82,12 @@ def _native_logs_hidden() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     read_end, write_end = os.pipe()
+    terminal = os.dup(saved)  # the pump's own copy: ``saved`` is closed when the block ends
     os.dup2(write_end, 2)
     os.close(write_end)
 
     def pump() -> None:
-        with os.fdopen(read_end, "rb") as pipe, os.fdopen(os.dup(saved), "wb", buffering=0) as out:
+        with os.fdopen(read_end, "rb") as pipe, os.fdopen(terminal, "wb", buffering=0) as out:
             for line in pipe:
                 if not NATIVE_LOG_LINE.match(line):
                     out.write(line)

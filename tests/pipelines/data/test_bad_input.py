@@ -212,3 +212,16 @@ def test_tensorflow_checkpoint_temporaries_are_matched_by_pattern(tmp_path, caps
     removed = remove_stale_temporaries(tmp_path, extra=r"ckpt-\d+_temp")
     assert removed == [stale] and fresh.exists()  # one made after this process started stays
     assert "ckpt-40_temp" in capsys.readouterr().err
+
+
+def test_native_log_lines_are_filtered_and_the_rest_passes(capfd):
+    lines = [
+        b"2026-11-23 20:17:30.807180: E external/local_xla/xla/stream_executor/cuda/cuda_platform.cc:51] failed call to cuInit",
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        b"W0000 00:00:1795465052.201942   10419 loop_optimizer.cc:934] Skipping loop optimization",
+        b"tfcroloss train: error: a real message",
+        b"E1123 is not a log line without the rest",
+    ]
+    with cli._native_logs_hidden():
+        os.write(2, b"\n".join(lines) + b"\n")
+    assert capfd.readouterr().err == "tfcroloss train: error: a real message\nE1123 is not a log line without the rest\n"

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import tiny_config
+from tfcroloss.pipelines import cli
 from tfcroloss.pipelines.data.inputs import evaluation_samples
 from tfcroloss.pipelines.retrieval import build_index, search_excluding
 from tfcroloss.pipelines.training import config as config_lib
@@ -72,13 +73,18 @@ def test_resumes_after_sigkill(tiny_dataset, tmp_path):
         "--run-dir",
         str(run_dir),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stderr = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "checkpoints" / "checkpoint").exists():
         time.sleep(0.2)
     time.sleep(0.5)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    stderr.close()
+    # The CLI keeps TensorFlow's and XLA's native log lines out of a user's terminal.
+    noise = [line for line in (tmp_path / "stderr.txt").read_bytes().splitlines() if cli.NATIVE_LOG_LINE.match(line)]
+    assert not noise, noise
     saved_step = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
     assert saved_step >= 10
 
