@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Filter, index and split an interaction log into a prepared data set.",
     )
     prepare.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
-    prepare.add_argument("--input", required=True, help="log file, or directory of the format")
+    prepare.add_argument(
+        "--input",
+        required=True,
+        help="log file (may be .gz/.bz2/.xz/.zst), or a directory holding a train/valid/test set "
+        "(kept as the split) or the format's files",
+    )
     prepare.add_argument("--output", required=True, help="directory of the prepared data set")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     columns = prepare.add_argument_group("columns (csv and recbole formats)")
@@ -31,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "then the order of events)",
     )
     columns.add_argument("--rating-column", help="read ratings from this column")
-    columns.add_argument("--delimiter", help="default: tab for .tsv/.tab files, ',' otherwise")
+    columns.add_argument(
+        "--delimiter",
+        help="default: tab for .tsv/.tab files, else sniffed from the header (',', tab, ';', '|'); "
+        "'tab' or '\\t' for a tab",
+    )
     prepare.add_argument(
         "--encoding", help="text encoding of the input (default utf-8; e.g. latin-1, cp1252)"
     )
@@ -100,6 +109,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         "encoding": args.encoding,
     }
     options = {key: value for key, value in options.items() if value is not None}  # given ones only
+    if options.get("delimiter") in ("tab", "\\t"):
+        options["delimiter"] = "\t"
     if options.get("time_column", "").lower() == "none":
         options["time_column"] = None
     dataset = prepare_file(

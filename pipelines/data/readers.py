@@ -50,6 +50,8 @@ COMPRESSIONS = {
     "xz": (b"\xfd7zXZ\x00", (".xz",)),
     "zstd": (b"\x28\xb5\x2f\xfd", (".zst", ".zstd")),
 }
+DELIMITERS = (",", "\t", ";", "|")
+"""What a header line is sniffed for when no delimiter is given."""
 MAX_LINE_BYTES = 1 << 20
 """A longer line is refused: no interaction log has one (a wrong --format or a binary file)."""
 _TOKEN = pa.dictionary(pa.int32(), pa.string())
@@ -170,8 +172,9 @@ def read_log(
 
     The column options apply to ``csv`` (and name the columns of a ``recbole`` header, whose
     ``:type`` suffixes are ignored); ``time_column=None`` reads a log without timestamps, in file
-    order. ``delimiter`` defaults to tab for ``.tsv``/``.tab`` files (compressed or not) and
-    ``,`` otherwise. ``rating_column`` is read when given (MovieLens ratings are always read).
+    order. ``delimiter`` defaults to tab for ``.tsv``/``.tab`` files (compressed or not), else to
+    the commonest of ``DELIMITERS`` in the header. A directory holding a train/valid/test set
+    (``split_files``) is read with its split kept. ``rating_column`` is read when given (MovieLens ratings are always read).
     ``encoding`` is that of text files (``latin-1`` for old MovieLens item files, say).
     """
     path = Path(path)
@@ -186,48 +189,72 @@ def read_log(
         return _read_comirec(path, encoding)
     if fmt == "movielens":
         return _read_movielens(path, encoding)
-    _check_file(path, fmt)
     columns = _Columns(user_column, item_column, time_column, rating_column)
-    source = _Source(path, encoding)
+    paths = list(split_files(path).values()) if path.is_dir() else [path]
+    sources = [_Source(p, encoding) for p in paths]
     if fmt == "recbole":
-        return _read_delimited([source], columns, delimiter="\t", quote=False, header="recbole")
+        return _read_delimited(sources, columns, delimiter="\t", quote=False, header="recbole")
     if _logical_suffix(path) == ".parquet":
         return _read_parquet(path, columns)
     if delimiter is None:
-        delimiter = "\t" if _logical_suffix(path) in (".tsv", ".tab") else ","
-    return _read_delimited([source], columns, delimiter=delimiter, quote=True, header="plain")
+        delimiter = _sniff_delimiter(sources[0])
+    return _read_delimited(sources, columns, delimiter=delimiter, quote=True, header="plain")
 
 
-def _check_file(path: Path, fmt: str) -> None:
+def _sniff_delimiter(source: _Source) -> str:
+    """Tab for ``.tsv``/``.tab`` files; otherwise the commonest of ``DELIMITERS`` in the header
+    line (tab-separated files named ``.csv`` are common), ``,`` when there is none."""
+    if _logical_suffix(source.path) in (".tsv", ".tab"):
+        return "\t"
+    try:
+        with source.open_text() as stream:
+            header = stream.readline()
+    except (UnicodeDecodeError, *_DECOMPRESSION_ERRORS):
+        return ","  # the reader names the problem
+    counts = {delimiter: header.count(delimiter) for delimiter in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def split_files(path: Path, *, pattern: str = "*") -> dict[str, Path] | None:
+    """The train/valid/test set that ``path`` names or holds, or None if it is a lone file.
+
+    A set is three files whose names differ only in ``train``/``valid``/``test`` before their
+    endings: ComiRec's ``book_train.txt``, ``book_valid.txt``, ``book_test.txt``, or NowPlaying's
+    ``train.csv.gz``, ``valid.csv.gz``, ``test.csv.gz``; the split is kept. A directory must hold exactly one set
+    (among the files matching ``pattern``); a file names the set it belongs to."""
     if path.is_dir():
-        raise DataError(f"{path} is a directory; --format {fmt} reads one file")
-
-
-def comirec_split_files(path: Path) -> dict[str, Path] | None:
-    """The ``*_train.txt``/``*_valid.txt``/``*_test.txt`` set that ``path`` names or holds."""
-    if path.is_dir():
-        trains = sorted(path.glob("*_train.txt"))
+        trains = sorted(p for p in path.glob(pattern) if p.is_file() and _split_of(p) == "train")
         if len(trains) > 1:
             raise DataError(
-                f"{path} holds {len(trains)} ComiRec sets ({', '.join(p.name for p in trains)}); "
-                "pass one *_train.txt file"
+                f"{path} holds {len(trains)} train/valid/test sets ({', '.join(p.name for p in trains)}); "
+                "pass one train file"
             )
         if not trains:
-            raise DataError(f"{path}: no *_train.txt file (ComiRec split set) in this directory")
+            raise DataError(
+                f"{path} is a directory with no train/valid/test set (NAME_train.txt, train.csv.gz, ...); "
+                "pass a file"
+            )
         path = trains[0]
-    stem, _, split = path.stem.rpartition("_")
-    if split not in SPLIT_NAMES or path.suffix != ".txt":
+    split = _split_of(path)
+    if split is None:
         return None
-    files = {name: path.with_name(f"{stem}_{name}.txt") for name in SPLIT_NAMES}
+    files = {name: path.with_name(path.name.replace(split, name, 1)) for name in SPLIT_NAMES}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise DataError(f"incomplete ComiRec split set: missing {', '.join(missing)}")
+        raise DataError(f"incomplete train/valid/test set: missing {', '.join(missing)}")
     return files
+
+
+def _split_of(path: Path) -> str | None:
+    """``train``, ``valid`` or ``test`` if the name's stem (before all endings) ends with it."""
+    stem = path.name.split(".", 1)[0]
+    return next((name for name in SPLIT_NAMES if stem == name or stem.endswith("_" + name)), None)
 
 
 def _read_comirec(path: Path, encoding: str) -> InteractionLog:
     columns = _Columns(*COMIREC_COLUMNS)
-    files = comirec_split_files(path)
+    files = split_files(path, pattern="*.txt")
     sources = [_Source(p, encoding) for p in (files.values() if files else [path])]
     return _read_delimited(sources, columns, delimiter=",", quote=True, header=COMIREC_COLUMNS)
 

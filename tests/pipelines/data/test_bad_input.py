@@ -149,7 +149,7 @@ def test_an_over_long_line_is_refused(tmp_path, capsys):
 def test_a_directory_or_missing_input(tmp_path, capsys, fmt):
     out = str(tmp_path / "out")
     assert cli.main(["prepare", "--format", fmt, "--input", str(tmp_path), "--output", out]) == 2
-    assert f"is a directory; --format {fmt} reads one file" in capsys.readouterr().err
+    assert "is a directory with no train/valid/test set" in capsys.readouterr().err
     assert cli.main(["prepare", "--format", fmt, "--input", str(tmp_path / "no.csv"), "--output", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no.csv: no such file or directory" in err
@@ -225,3 +225,19 @@ def test_native_log_lines_are_filtered_and_the_rest_passes(capfd):
     with cli._native_logs_hidden():
         os.write(2, b"\n".join(lines) + b"\n")
     assert capfd.readouterr().err == "tfcroloss train: error: a real message\nE1123 is not a log line without the rest\n"
+
+
+def test_a_directory_of_compressed_split_files_keeps_its_split(tmp_path, capsys):
+    """NowPlaying's layout: train/valid/test.csv.gz, tab-separated despite the name, a header."""
+    folder = tmp_path / "nowplaying"
+    folder.mkdir()
+    for number, split in enumerate(("train", "valid", "test")):
+        rows = "".join(f"{10 * number + s}\t{(s + k) % 4}\t{1000 * s + k}\n" for s in range(3) for k in range(5))
+        (folder / f"{split}.csv.gz").write_bytes(gzip.compress(("session_id\titem_id\ttimestamp\n" + rows).encode()))
+    out = tmp_path / "prepared"
+    argv = ["prepare", "--format", "csv", "--input", str(folder), "--output", str(out), "--user-column", "session_id"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    dataset = PreparedDataset.load(out)
+    assert {name: split.num_users for name, split in dataset.splits.items()} == {"train": 3, "valid": 3, "test": 3}
+    assert sorted(dataset.user_tokens[dataset.test.user_index].tolist()) == ["20", "21", "22"]
+    assert dataset.metadata["settings"]["split"] == "kept from input files"
