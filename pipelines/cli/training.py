@@ -1,4 +1,4 @@
-"""`tfcroloss train`, `tfcroloss evaluate` and `tfcroloss experiment`."""
+"""`tfcroloss train`, `tfcroloss evaluate`, `tfcroloss experiment` and `tfcroloss tune`."""
 
 from __future__ import annotations
 
@@ -68,11 +68,37 @@ def _experiment(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.training import experiment
 
     spec = experiment.load(args.config)
-    results = experiment.run(spec)
+    if args.report_only:
+        results, _ = experiment.read_results(spec.output / "results.json")
+        experiment.write_report(spec, results)
+    else:
+        results = experiment.run(spec, reuse_other_code=args.reuse_other_code)
     header, rows = experiment.table_rows(results)
     print(experiment.markdown_table(header, rows))
     print(experiment.claims_markdown(results))
     print(f"tables and plots: {spec.output}")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    return [float(value) for value in text.split(",") if value]
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.data.dataset import read_metadata
+    from tfcroloss.pipelines.training import tune
+
+    config = config_lib.load(args.config, _overrides(args.set))
+    output = args.output or Path("runs") / f"tune-{Path(args.config).stem}-n{args.target_n}"
+    report = tune.tune(
+        config, args.target_n, output,
+        num_items=int(read_metadata(config.data.path)["num_items"]),
+        kernels=args.kernels.split(","), alphas=_floats(args.alphas),
+        learning_rates=_floats(args.learning_rates) if args.learning_rates else None,
+        budget=args.budget, max_steps=args.max_steps, reuse_other_code=args.reuse_other_code,
+    )
+    print(tune.tune_table(report))
+    print(f"recommended run config: {Path(output) / 'recommended.yaml'}")
     return 0
 
 
@@ -97,4 +123,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     experiment = subparsers.add_parser("experiment", help="train a grid of losses and seeds; write tables and plots")
     experiment.add_argument("--config", required=True, help="experiment YAML (see configs/experiment-*.yaml)")
+    experiment.add_argument("--reuse-other-code", action="store_true",
+                            help="reuse finished runs made by other training code (the report names them)")
+    experiment.add_argument("--report-only", action="store_true",
+                            help="rewrite tables, plots and claims from results.json without training")
     experiment.set_defaults(func=_experiment)
+
+    from tfcroloss.pipelines.training.tune import ALPHAS, KERNELS
+
+    tune = subparsers.add_parser("tune", help="search kernel x alpha x learning rate for a target N on validation")
+    tune.add_argument("--config", required=True, help="YAML run config to start from")
+    tune.add_argument("--target-n", type=int, required=True, help="the N of Recall@N to tune for")
+    tune.add_argument("--output", type=Path, help="folder for runs and the recommendation "
+                      "(default runs/tune-<config name>-n<N>); reused to resume")
+    tune.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated kernels (default: %(default)s)")
+    tune.add_argument("--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="comma-separated (default: %(default)s)")
+    tune.add_argument("--learning-rates", help="comma-separated (default: the config's)")
+    tune.add_argument("--budget", type=int, default=12, help="at most this many runs, nearest the rule of thumb first "
+                      "(default: %(default)s)")
+    tune.add_argument("--max-steps", type=int, help="cap each run's training.max_steps (early stopping still applies)")
+    tune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    tune.add_argument("--reuse-other-code", action="store_true", help="reuse finished runs made by other training code")
+    tune.set_defaults(func=_tune)

@@ -7,13 +7,20 @@ is an error that names the file, the key and what is allowed.
 .. code-block:: yaml
 
     data:       {path: data/prepared/book, maxlen: 20, scheme: random_users}
-    model:      {embedding_dim: 32, hidden_dims: [32], tower: mean, temperature_scale: 10}
+    model:      {embedding_dim: 32, hidden_dims: [32], tower: mean, temperature_scale: 10,
+                 item_initializer: uniform}
     loss:       {name: croloss, kernel: softplus, alpha: 1.0}     # other keys go to the loss
-    negatives:  {mode: sampled, per_positive: 10, log_q: false}
+    negatives:  {mode: sampled, per_positive: 10, correction: auto}
     training:   {batch_size: 256, learning_rate: 0.02, max_steps: 500000, eval_every: 4000,
                  patience: 10, seed: 1, strategy: default, optimizer: adam}
     evaluation: {ns: [20, 50, 100, 200, 500], select_on: recall@100, index: exact,
                  exclude_history: false, validation_users: null}
+
+``negatives.correction`` (``auto|none|log_q|importance``) says how the loss accounts for
+in-batch negatives being popularity draws (``models/two_tower.py``, ``docs/unbiased-rank.md``):
+``auto`` is unbiased for each loss (log-Q for softmax cross-entropy, the importance-weighted
+rank for the CROLoss family) and does nothing for ``sampled`` negatives. ``log_q: true`` is the
+older spelling of ``correction: log_q``.
 """
 
 from __future__ import annotations
@@ -63,8 +70,12 @@ class ModelConfig:
     hidden_dims: list[int] = dataclasses.field(default_factory=lambda: [32])
     tower: str = "mean"
     temperature_scale: float = 10.0
+    item_initializer: str = "uniform"
 
-    CHOICES = {"tower": Registry("tfcroloss.models.towers", "TOWERS", "tower")}
+    CHOICES = {
+        "tower": Registry("tfcroloss.models.towers", "TOWERS", "tower"),
+        "item_initializer": Registry("tfcroloss.models.two_tower", "ITEM_INITIALIZERS", "item initializer"),
+    }
 
 
 @dataclasses.dataclass
@@ -79,9 +90,13 @@ class LossConfig:
 class NegativesConfig:
     mode: str = "sampled"
     per_positive: int = 10
-    log_q: bool = False
+    correction: str = "auto"
+    log_q: bool = False  # the older spelling of correction: log_q
 
-    CHOICES = {"mode": Registry("tfcroloss.models.two_tower", "NEGATIVE_MODES", "negatives mode")}
+    CHOICES = {
+        "mode": Registry("tfcroloss.models.two_tower", "NEGATIVE_MODES", "negatives mode"),
+        "correction": Registry("tfcroloss.models.two_tower", "CORRECTIONS", "correction"),
+    }
 
 
 @dataclasses.dataclass
@@ -197,6 +212,17 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{source}: {key} must be > 0, got {value!r}")
+    if config.negatives.log_q:
+        if config.negatives.correction not in ("auto", "log_q"):
+            raise ConfigError(
+                f"{source}: negatives.log_q: true contradicts negatives.correction: {config.negatives.correction}"
+            )
+        config.negatives.correction = "log_q"
+    if config.negatives.mode == "sampled" and config.negatives.correction not in ("auto", "none"):
+        raise ConfigError(
+            f"{source}: negatives.correction: {config.negatives.correction} needs in_batch or both negatives "
+            "(sampled negatives are uniform draws: nothing to correct)"
+        )
     if not config.evaluation.ns or min(config.evaluation.ns) < 1:
         raise ConfigError(f"{source}: evaluation.ns must be a non-empty list of positive integers")
     metric, _, n = config.evaluation.select_on.partition("@")

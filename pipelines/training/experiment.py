@@ -11,12 +11,20 @@ An experiment file (YAML)::
       croloss-softplus-a1.0: {name: croloss, kernel: softplus, alpha: 1.0}
     grid:                             # optional: more variants, a product of values
       - {name: croloss, kernel: [sigmoid, softplus], alpha: [0.6, 1.0, 1.4]}
+    overrides: {negatives.per_positive: 10}   # optional: base config values for every variant
+
+A variant may carry ``overrides`` of its own (``{"section.key": value}``), e.g.
+``{name: croloss, overrides: {negatives.mode: in_batch, negatives.correction: none}}``.
 
 For every variant the learning rate is chosen on the validation split (the
 base config's ``evaluation.select_on``) with the first seed; then every seed
 trains at that rate and the test metrics are averaged (mean, sample std).
 Finished runs are kept and skipped when the experiment is run again, so an
-interrupted experiment resumes.
+interrupted experiment resumes. Each run directory records the code that made it
+(``code.json``: commit and a digest of the training code); a finished run made by
+other code is refused unless ``reuse_other_code`` says to reuse it, and then the
+report says so. ``results.json`` holds the variants' results and the provenance
+(commit, package versions, machine). Progress and an ETA are printed per run.
 """
 
 from __future__ import annotations
@@ -27,7 +35,13 @@ import hashlib
 import io
 import itertools
 import json
+import os
+import platform
 import re
+import subprocess
+import sys
+import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +63,80 @@ class Experiment:
     seeds: list[int]
     learning_rates: list[float]
     variants: dict[str, dict[str, Any]]
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+CODE_FILE = "code.json"
+# The code that decides what a run trains: its digest tells whether a cached run is this code's.
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_TRAINING_CODE = ("tfcroloss", "models", "pipelines/data", "pipelines/training", "pipelines/retrieval")
+_PACKAGES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "tfcroloss")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=_PACKAGE_ROOT, capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def code_digest() -> str:
+    """A digest of the training code's source files (``_TRAINING_CODE``), as they are on disk."""
+    digest = hashlib.sha256()
+    for folder in _TRAINING_CODE:
+        for path in sorted((_PACKAGE_ROOT / folder).glob("*.py")):
+            if path.name != "experiment.py" and path.name != "tune.py":  # reporting, not training
+                digest.update(path.relative_to(_PACKAGE_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_identity() -> dict[str, Any]:
+    """The commit, the uncommitted training-code files, and the training code's digest."""
+    dirty = _git("status", "--porcelain", "--", *_TRAINING_CODE)
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "uncommitted": sorted(line[3:] for line in dirty.splitlines()) if dirty else [],
+        "code_digest": code_digest(),
+    }
+
+
+def provenance() -> dict[str, Any]:
+    """What made a set of results: code, package versions, machine."""
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        **code_identity(),
+        "python": sys.version.split()[0],
+        "packages": packages,
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _label(loss: dict[str, Any]) -> str:
-    parts = [loss["name"]] + [f"{key}={value}" for key, value in loss.items() if key != "name"]
+    parts = [loss["name"]] + [f"{key}={value}" for key, value in loss.items() if key not in ("name", "overrides")]
+    overrides = loss.get("overrides") or {}
+    parts += [f"{key.split('.')[-1]}={value}" for key, value in overrides.items()]
     return " ".join(parts)
+
+
+def variant_config(base: config_lib.RunConfig, variant: dict[str, Any], overrides: dict[str, Any] | None = None,
+                   source: str = "variant") -> config_lib.RunConfig:
+    """The run config of a variant: ``base`` with the experiment's and the variant's overrides and its loss."""
+    raw = base.to_dict()
+    loss = {k: v for k, v in variant.items() if k != "overrides"}
+    for dotted, value in {**(overrides or {}), **(variant.get("overrides") or {})}.items():
+        section, _, key = dotted.partition(".")
+        if section not in raw or not key or section == "loss":
+            raise config_lib.ConfigError(f"{source}: override {dotted!r}: expected section.key outside 'loss'")
+        raw[section][key] = value
+    raw["loss"] = loss
+    return config_lib.from_dict(raw, source=source)
 
 
 def load(path: str | Path) -> Experiment:
@@ -62,7 +145,7 @@ def load(path: str | Path) -> Experiment:
     raw = yaml.safe_load(path.read_text()) if path.exists() else None
     if raw is None:
         raise FileNotFoundError(f"experiment file not found or empty: {path}")
-    known = {"base", "output", "seeds", "learning_rates", "variants", "grid"}
+    known = {"base", "output", "seeds", "learning_rates", "variants", "grid", "overrides"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise config_lib.ConfigError(f"{path}: {unknown_name('key', unknown[0], sorted(known))}")
@@ -79,41 +162,111 @@ def load(path: str | Path) -> Experiment:
     if not variants:
         raise config_lib.ConfigError(f"{path}: no variants (give 'variants' or 'grid')")
     base = config_lib.load(raw["base"])
+    overrides = dict(raw.get("overrides") or {})
     for label, loss in variants.items():  # fail now, not after hours of training
         where = f"{path}: variant {label!r}"
-        config = config_lib.from_dict({**base.to_dict(), "loss": loss}, source=where)
+        config = variant_config(base, loss, overrides, source=where)
         try:
             build_loss(config.loss.name, num_items=1_000_000, **config.loss.params)
         except (TypeError, ValueError) as error:
             raise config_lib.ConfigError(f"{where}: {error}") from None
     return Experiment(base, Path(raw["output"]), [int(s) for s in raw["seeds"]],
-                      [float(r) for r in raw["learning_rates"]], variants)
+                      [float(r) for r in raw["learning_rates"]], variants, overrides)
 
 
-def _run(experiment: Experiment, label: str, learning_rate: float, seed: int) -> dict[str, Any]:
-    raw = experiment.base.to_dict()
-    raw["loss"] = experiment.variants[label]
-    raw["training"].update(learning_rate=learning_rate, seed=seed)
-    config = config_lib.from_dict(raw, source=label)
+class ForeignRunError(RuntimeError):
+    """A cached run was made by other training code (or by code that did not record itself)."""
+
+
+class Progress:
+    """Counts runs and prints ``[done/total]`` with an ETA from the runs trained in this process."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.trained, self.seconds = total, 0, 0, 0.0
+
+    def start(self, what: str) -> float:
+        eta = ""
+        if self.trained:
+            left = (self.total - self.done) * self.seconds / self.trained
+            eta = f"  ETA {time.strftime('%H:%M', time.gmtime(time.time() + left))} UTC ({left / 60:.0f} min left)"
+        print(f"[{self.done + 1}/{self.total}] {what}{eta}", flush=True)
+        return time.perf_counter()
+
+    def finish(self, started: float | None) -> None:
+        self.done += 1
+        if started is not None:
+            self.trained += 1
+            self.seconds += time.perf_counter() - started
+
+
+def run_directory(root: Path, label: str, config: config_lib.RunConfig) -> Path:
     # The folder name carries a digest of the whole config: a changed config never reuses old runs.
     digest = hashlib.sha256(config.to_yaml().encode()).hexdigest()[:10]
-    run_dir = experiment.output / "runs" / re.sub(r"[^\w.-]+", "_", label) / f"lr{learning_rate:g}-seed{seed}-{digest}"
+    training = config.training
+    return root / "runs" / re.sub(r"[^\w.-]+", "_", label) / f"lr{training.learning_rate:g}-seed{training.seed}-{digest}"
+
+
+def train_or_reuse(config: config_lib.RunConfig, run_dir: Path, *, code: dict[str, Any], reuse_other_code: bool,
+                   progress: Progress | None = None, what: str = "") -> dict[str, Any]:
+    """The run's metrics: cached when ``run_dir`` holds a finished run of this code, else trained.
+
+    A finished run whose ``code.json`` names other training code (or has none) raises
+    ``ForeignRunError`` unless ``reuse_other_code``; then it is reused with a warning and its
+    metrics carry ``"code"`` so the report can say so.
+    """
     if (run_dir / METRICS_FILE).exists():
-        return json.loads((run_dir / METRICS_FILE).read_text())
-    print(f"== {label}  lr={learning_rate:g}  seed={seed}", flush=True)
-    return train(config, run_dir, verbose=0)
+        result = json.loads((run_dir / METRICS_FILE).read_text())
+        made_by = json.loads((run_dir / CODE_FILE).read_text()) if (run_dir / CODE_FILE).exists() else None
+        if made_by is None or made_by.get("code_digest") != code["code_digest"]:
+            where = "no record of its code" if made_by is None else f"code {made_by.get('commit')} " \
+                f"(digest {made_by.get('code_digest')}, this code {code['code_digest']})"
+            if not reuse_other_code:
+                raise ForeignRunError(
+                    f"{run_dir} was made by {where}; delete it to retrain, or reuse it knowingly "
+                    "(`tfcroloss experiment --reuse-other-code`)"
+                )
+            print(f"warning: reusing {run_dir}, made by {where}", file=sys.stderr, flush=True)
+            result["code"] = made_by or "unknown"
+        if progress is not None:
+            progress.finish(None)
+        return result
+    started = progress.start(what) if progress is not None else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CODE_FILE, json.dumps(code, indent=2) + "\n")
+    result = train(config, run_dir, verbose=0)
+    if progress is not None:
+        progress.finish(started)
+    return result
 
 
-def run(experiment: Experiment) -> dict[str, Any]:
+def _run(experiment: Experiment, label: str, learning_rate: float, seed: int, progress: Progress | None = None,
+         reuse_other_code: bool = False, code: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = variant_config(experiment.base, experiment.variants[label], experiment.overrides, source=label)
+    config.training.learning_rate, config.training.seed = learning_rate, seed
+    config = config_lib.from_dict(config.to_dict(), source=label)
+    run_dir = run_directory(experiment.output, label, config)
+    return train_or_reuse(config, run_dir, code=code or code_identity(), reuse_other_code=reuse_other_code,
+                          progress=progress, what=f"== {label}  lr={learning_rate:g}  seed={seed}")
+
+
+def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, Any]:
     """Trains every variant (tuning then seeds) and writes results, tables and plots."""
     select_on = experiment.base.evaluation.select_on
+    code = code_identity()
+    per_variant = len(experiment.learning_rates) + len(experiment.seeds) - 1
+    progress = Progress(per_variant * len(experiment.variants))
     results: dict[str, Any] = {}
     for label in experiment.variants:
         first = experiment.seeds[0]
-        tuning = {lr: _run(experiment, label, lr, first) for lr in experiment.learning_rates}
+
+        def one(lr: float, seed: int, label: str = label) -> dict[str, Any]:
+            return _run(experiment, label, lr, seed, progress, reuse_other_code, code)
+
+        tuning = {lr: one(lr, first) for lr in experiment.learning_rates}
         best_lr = max(tuning, key=lambda lr: tuning[lr]["validation"][select_on])
-        runs = [tuning[best_lr]] + [_run(experiment, label, best_lr, s) for s in experiment.seeds[1:]]
+        runs = [tuning[best_lr]] + [one(best_lr, s) for s in experiment.seeds[1:]]
         metrics = sorted(k for k in runs[0]["test"] if "@" in k)
+        foreign = sorted({json.dumps(r["code"], sort_keys=True) for r in [*tuning.values(), *runs] if "code" in r})
         results[label] = {
             "loss": experiment.variants[label],
             "learning_rate": best_lr,
@@ -122,9 +275,20 @@ def run(experiment: Experiment) -> dict[str, Any]:
             "std": {m: float(np.std([r["test"][m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
                     for m in metrics},
             "seeds": {str(s): r["test"] for s, r in zip(experiment.seeds, runs, strict=True)},
+            "best_steps": {str(s): r.get("best_step") for s, r in zip(experiment.seeds, runs, strict=True)},
         }
-    write_report(experiment, results)
+        if foreign:
+            results[label]["reused_runs_of_other_code"] = [json.loads(f) for f in foreign]
+    write_report(experiment, results, provenance={**provenance(), **code})
     return results
+
+
+def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(variants' results, provenance) from a results.json; older files hold the variants only."""
+    raw = json.loads(Path(path).read_text())
+    if "variants" in raw and "provenance" in raw:
+        return raw["variants"], raw["provenance"]
+    return raw, None
 
 
 def _ns(results: dict[str, Any]) -> list[int]:
@@ -148,10 +312,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
-def write_report(experiment: Experiment, results: dict[str, Any]) -> None:
-    """results.json, recall/ndcg tables (markdown and CSV) and Recall@N plots under ``output``."""
+def write_report(experiment: Experiment, results: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
+    """results.json (results and provenance), recall/ndcg tables (markdown and CSV) and Recall@N
+    plots under ``output``; without ``provenance`` the one in results.json is kept."""
     out = experiment.output
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    if provenance is None and (out / "results.json").exists():
+        provenance = read_results(out / "results.json")[1]
+    atomic_write_text(out / "results.json", json.dumps({"provenance": provenance, "variants": results}, indent=2) + "\n")
     for metric in ("recall", "hit_rate", "ndcg"):
         header, rows = table_rows(results, metric)
         atomic_write_text(out / f"{metric}.md", markdown_table(header, rows))

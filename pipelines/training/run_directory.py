@@ -15,6 +15,7 @@ Layout (written by ``train``)::
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ import tensorflow as tf
 
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
-from tfcroloss.pipelines.data.dataset import PreparedDataset
+from tfcroloss.pipelines.data.dataset import PreparedDataset, Split
+from tfcroloss.pipelines.data.inputs import training_dataset
 from tfcroloss.pipelines.training import config as config_lib
 
 CONFIG_FILE = "config.yaml"
@@ -43,12 +45,33 @@ class Run:
     model: TwoTowerModel
 
 
+def positive_probabilities(split: Split, num_items: int, scheme: str) -> np.ndarray:
+    """``[num_items + 1]`` float64: the probability that a training batch's positive is item i,
+    under ``scheme`` (what an in-batch negative's q_j is; ``training_dataset`` draws the batches).
+
+    ``random_users`` takes a uniform user with more than ``min_cut`` items and a uniform cut k in
+    [min_cut, len - 1], the positive being item k of that user; ``all_cuts`` takes every such
+    (user, cut) pair equally often.
+    """
+    min_cut = inspect.signature(training_dataset).parameters["min_cut"].default
+    lengths = split.lengths
+    eligible = lengths > min_cut
+    position = np.arange(len(split.items)) - np.repeat(split.offsets[:-1], lengths)
+    user = np.repeat(np.arange(len(lengths)), lengths)
+    target = (position >= min_cut) & eligible[user]
+    if scheme == "random_users":
+        weights = 1.0 / (lengths[user[target]] - min_cut)
+    else:
+        weights = np.ones(int(target.sum()))
+    probabilities = np.bincount(split.items[target], weights=weights, minlength=num_items + 1).astype(np.float64)
+    return probabilities / probabilities.sum()
+
+
 def build_model(config: config_lib.RunConfig, dataset: PreparedDataset) -> TwoTowerModel:
     """The two-tower model a config describes, for ``dataset``'s catalog."""
     probabilities = None
-    if config.negatives.log_q:
-        counts = dataset.item_counts.astype(np.float64)
-        probabilities = counts / counts.sum()
+    if config.negatives.mode != "sampled" and config.negatives.correction != "none":
+        probabilities = positive_probabilities(dataset.train, dataset.num_items, config.data.scheme)
     model = TwoTowerModel(
         num_items=dataset.num_items,
         loss=build_loss(config.loss.name, dataset.num_items, **config.loss.params),
@@ -60,6 +83,8 @@ def build_model(config: config_lib.RunConfig, dataset: PreparedDataset) -> TwoTo
         negatives_per_positive=config.negatives.per_positive,
         item_probabilities=probabilities,
         seed=config.training.seed,
+        correction=config.negatives.correction,
+        item_initializer=config.model.item_initializer,
     )
     model.user_embeddings(tf.zeros([1, config.data.maxlen], tf.int32))  # create the variables
     return model

@@ -41,10 +41,39 @@ def test_experiment_writes_tables_plots_and_claims(spec_file, capsys):
     assert "| softmax |" in (out / "recall.md").read_text()
     assert "larger alpha for smaller N" in (out / "claims.md").read_text()
 
-    capsys.readouterr()
+    written = json.loads((out / "results.json").read_text())
+    assert written["provenance"]["code_digest"] and written["provenance"]["packages"]["tensorflow"]
+    assert "[1/" in capsys.readouterr().out  # progress
+
     experiment.run(spec)  # every run is finished: nothing trains again
     assert "==" not in capsys.readouterr().out
-    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert experiment.read_results(out / "results.json")[0] == json.loads(json.dumps(results))
+
+
+def test_runs_of_other_code_are_refused_unless_reused(spec_file, monkeypatch, capsys):
+    spec = experiment.load(spec_file)
+    spec.variants = {"softmax": spec.variants["softmax"]}
+    spec.learning_rates, spec.seeds = [0.01], [1]
+    experiment.run(spec)
+    monkeypatch.setattr(experiment, "code_digest", lambda: "other")
+    with pytest.raises(experiment.ForeignRunError, match="reuse-other-code"):
+        experiment.run(spec)
+    results = experiment.run(spec, reuse_other_code=True)
+    assert results["softmax"]["reused_runs_of_other_code"][0]["code_digest"] != "other"
+    assert "warning: reusing" in capsys.readouterr().err
+
+
+def test_variant_overrides(spec_file):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["variants"]["in-batch"] = {"name": "croloss", "overrides": {"negatives.mode": "in_batch",
+                                                                     "negatives.correction": "none"}}
+    spec["overrides"] = {"model.hidden_dims": []}
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    loaded = experiment.load(spec_file)
+    config = experiment.variant_config(loaded.base, loaded.variants["in-batch"], loaded.overrides)
+    assert config.negatives.mode == "in_batch" and config.negatives.correction == "none"
+    assert config.model.hidden_dims == []
+    assert config.loss.params == {}
 
 
 def test_bad_variant_fails_before_training(spec_file):
