@@ -37,7 +37,7 @@ def suggest(n: int, num_items: int) -> tuple[str, float]:
     """The rule of thumb's (kernel, alpha) for retrieving N of ``num_items``, without training.
 
     >>> suggest(50, 25_276)
-    ('softplus', 1.0)
+    ('softplus', 1.2)
     """
     if n < 1 or num_items < 1:
         raise ValueError(f"n and num_items must be >= 1, got n={n}, num_items={num_items}")

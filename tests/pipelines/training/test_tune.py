@@ -1,0 +1,56 @@
+"""`tfcroloss tune`: a budgeted, resumable kernel x alpha x rate search on validation Recall@N."""
+
+import json
+
+import pytest
+
+from tests.conftest import tiny_config
+from tfcroloss.pipelines.training import config as config_lib
+from tfcroloss.pipelines.training import tune
+
+
+def test_suggestion_moves_alpha_down_as_n_grows_relative_to_the_catalog():
+    alphas = [tune.suggest(n, 25_000)[1] for n in (5, 50, 500, 5000)]
+    assert alphas == sorted(alphas, reverse=True)
+    assert all(tune.ALPHA_MIN <= a <= tune.ALPHA_MAX for a in alphas)
+    with pytest.raises(ValueError, match="n and num_items"):
+        tune.suggest(0, 10)
+
+
+def test_candidates_start_near_the_suggestion_and_respect_the_budget():
+    kernel, alpha = tune.suggest(20, 1000)
+    chosen = tune.candidates(20, 1000, ["sigmoid", "softplus"], [0.6, 1.0, 1.4, 2.0], [0.01, 0.02], budget=3)
+    assert len(chosen) == 3
+    assert chosen[0].kernel == kernel and abs(chosen[0].alpha - alpha) == min(
+        abs(a - alpha) for a in [0.6, 1.0, 1.4, 2.0])
+
+
+def test_tune_writes_a_recommendation_and_resumes(tiny_dataset, tmp_path, capsys):
+    config = tiny_config(tiny_dataset, training={"max_steps": 20, "eval_every": 10})
+    kwargs = dict(num_items=60, kernels=["sigmoid", "softplus"], alphas=[1.0, 1.4], learning_rates=[0.02],
+                  budget=3, max_steps=20)
+    report = tune.tune(config, 5, tmp_path / "tune", **kwargs)
+    assert len(report["runs"]) == 3
+    best = max(report["runs"], key=lambda r: r["validation"])
+    assert report["recommended"]["validation"] == best["validation"]
+    recommended = config_lib.load(tmp_path / "tune" / "recommended.yaml")
+    assert recommended.loss.params == {"kernel": best["kernel"], "alpha": best["alpha"]}
+    assert recommended.evaluation.select_on == "recall@5" and 5 in recommended.evaluation.ns
+    assert "Recommended" in (tmp_path / "tune" / "tune.md").read_text()
+    assert "[3/3]" in capsys.readouterr().out  # progress
+
+    again = tune.tune(config, 5, tmp_path / "tune", **kwargs)  # every run is finished: reused
+    assert "[1/3]" not in capsys.readouterr().out
+    assert again["runs"] == report["runs"]
+    assert json.loads((tmp_path / "tune" / "tune.json").read_text())["provenance"]["code_digest"]
+
+
+def test_tune_command(tiny_dataset, tmp_path, capsys):
+    from tfcroloss.pipelines.cli import main
+
+    (tmp_path / "run.yaml").write_text(tiny_config(tiny_dataset, training={"max_steps": 10, "eval_every": 10}).to_yaml())
+    code = main(["tune", "--config", str(tmp_path / "run.yaml"), "--target-n", "10", "--output", str(tmp_path / "t"),
+                 "--kernels", "softplus", "--alphas", "1.0", "--budget", "1"])
+    assert code == 0
+    assert "recommended run config" in capsys.readouterr().out
+    assert (tmp_path / "t" / "recommended.yaml").exists()
