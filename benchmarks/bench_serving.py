@@ -30,8 +30,8 @@ import tensorflow as tf
 from benchmarks.bench_evaluation import DIM, clustered_embeddings
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
-from tfcroloss.pipelines.serving import build_version_index
 from tfcroloss.pipelines.serving.export import export_model
+from tfcroloss.pipelines.serving.index import build_version_index
 
 RESULTS = Path(__file__).parent / "results"
 K = 100

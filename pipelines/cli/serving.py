@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tfcroloss.pipelines.retrieval.scann import SCORINGS
 from tfcroloss.pipelines.serving import INDEX_CHOICES
+from tfcroloss.pipelines.serving.limits import Limits
 
 
 def export_run(run_dir: str | os.PathLike, model_root: str | os.PathLike, *, version: int | None = None) -> Path:
@@ -70,10 +71,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     from tfcroloss.pipelines.serving.http import create_app
 
-    app = create_app(
-        args.model, poll_seconds=args.poll_seconds, max_history=args.max_history, max_batch=args.max_batch
+    limits = Limits(
+        max_history=args.max_history,
+        max_batch=args.max_batch,
+        max_id_length=args.max_id_length,
+        max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue,
+        batch_rows=args.batch_rows,
+        batch_delay_ms=args.batch_delay_ms,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(args.model, poll_seconds=args.poll_seconds, model_name=args.model_name, limits=limits)
+    # "auto" takes uvloop and httptools when installed (setup.cfg installs them).
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+        loop="auto", http="auto", backlog=4096,
+    )
     return 0
 
 
@@ -111,7 +123,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often to look for a new version")
-    serve.add_argument("--max-history", type=int, default=1000, help="most item ids accepted per history")
-    serve.add_argument("--max-batch", type=int, default=256, help="most histories per batch request")
+    serve.add_argument("--model-name", help="NAME in TF Serving's /v1/models/NAME (default: the --model directory's name)")
+    serve.add_argument("--max-history", type=int, default=Limits.max_history, help="most item ids accepted per history")
+    serve.add_argument("--max-batch", type=int, default=Limits.max_batch, help="most histories per request")
+    serve.add_argument("--max-id-length", type=int, default=Limits.max_id_length, help="most characters per item id")
+    serve.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes,
+                       help="largest request body; larger ones get 413 before they are read")
+    serve.add_argument("--max-queue", type=int, default=Limits.max_queue,
+                       help="most histories waiting for a lookup; beyond, 503 with Retry-After")
+    serve.add_argument("--batch-rows", type=int, default=Limits.batch_rows,
+                       help="most histories per user-tower call and index search")
+    serve.add_argument("--batch-delay-ms", type=float, default=Limits.batch_delay_ms,
+                       help="how long a lookup waits for others to share its batch")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                       help="log every request (off: /metrics counts them)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(func=_serve)

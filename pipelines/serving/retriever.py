@@ -105,27 +105,65 @@ class Retriever:
         check_k(k, self.num_items)
         if not histories or any(len(history) == 0 for history in histories):
             raise ValueError("histories must be non-empty lists of raw item ids")
-        width = max(len(history) for history in histories)
-        padded = np.full((len(histories), width), "", dtype=object)  # "" is ignored by the model
+        users, history_ids = self.encode(histories)
+        scores, found = self.search(users, k, history_ids if exclude_history else None)
+        return [
+            Recommendation(
+                item_ids=self.item_tokens(found[row]),
+                scores=scores[row][found[row] > 0].tolist(),
+                unknown_ids=self.unknown_ids(history, history_ids[row]),
+            )
+            for row, history in enumerate(histories)
+        ]
+
+    def encode(self, histories: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """One call of the user tower for a batch of histories (ragged rows are padded with "",
+        which the model ignores): float32 ``users [B, dim]`` and int64 ``history_ids [B, L]``,
+        the item id of each history entry (0 where unknown or padding)."""
+        width = max((len(history) for history in histories), default=0)
+        padded = np.full((len(histories), width), "", dtype=object)
         for row, history in enumerate(histories):
             padded[row, : len(history)] = history
         outputs = self._user_tower(history=tf.constant(padded, tf.string))
-        users = outputs["user_embedding"].numpy()
-        history_ids = outputs["history_item_ids"].numpy()
-        scores, found = search_excluding(self.index, users, k, history_ids if exclude_history else None)
-        results = []
-        for row, history in enumerate(histories):
-            keep = found[row] > 0
-            results.append(
-                Recommendation(
-                    item_ids=self._tokens[found[row][keep]].tolist(),
-                    scores=(self._tau * scores[row][keep]).tolist(),
-                    unknown_ids=[str(token) for token, known in zip(history, history_ids[row], strict=False) if known == 0],
-                )
-            )
-        return results
+        return outputs["user_embedding"].numpy(), outputs["history_item_ids"].numpy()
 
-    def describe(self) -> dict[str, Any]:
-        """Version, catalog and index facts, for metadata endpoints and logs."""
-        keys = ("version", "num_items", "dim", "maxlen", "tau", "fingerprint", "source")
-        return {**{key: self.metadata[key] for key in keys}, "path": str(self.version_dir), "index": self.index_info}
+    def search(
+        self, users: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (``tau * cosine``) and item ids ``[B, k]`` of the top ``k`` items for user
+        vectors, skipping the ids in each row of ``exclude``; missing results have id -1."""
+        scores, found = search_excluding(self.index, users, k, exclude)
+        return self._tau * scores, found
+
+    def item_tokens(self, item_ids: np.ndarray) -> list[str]:
+        """The raw ids of a row of item ids, skipping the missing ones (id <= 0)."""
+        return self._tokens[item_ids[item_ids > 0]].tolist()
+
+    def tokens(self, item_ids: np.ndarray) -> np.ndarray:
+        """The raw ids of an array of item ids, "" where an id is missing (<= 0)."""
+        return self._tokens[np.maximum(item_ids, 0)]
+
+    @staticmethod
+    def unknown_ids(history: Sequence[str], history_ids: np.ndarray) -> list[str]:
+        """The entries of ``history`` that the model did not know (id 0 in ``history_ids``)."""
+        return [history[i] for i in np.flatnonzero(history_ids[: len(history)] == 0).tolist()]
+
+    def describe(self, *, public: bool = False) -> dict[str, Any]:
+        """Version, catalog and index facts, for metadata endpoints and logs.
+
+        ``public`` leaves out the server's file system: no version path, and every path in the
+        export's ``source`` reduced to its last component.
+        """
+        keys = ("version", "num_items", "dim", "maxlen", "tau", "fingerprint")
+        facts = {key: self.metadata[key] for key in keys}
+        source = self.metadata.get("source", {})
+        if not public:
+            return {**facts, "source": source, "path": str(self.version_dir), "index": self.index_info}
+        return {**facts, "source": {key: _without_directories(value) for key, value in source.items()}, "index": self.index_info}
+
+
+def _without_directories(value: Any) -> Any:
+    """A path's last component (``/data/runs/book`` -> ``book``); other values unchanged."""
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return value

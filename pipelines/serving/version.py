@@ -88,6 +88,25 @@ def read_metadata(version_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def version_state(version_dir: str | os.PathLike) -> tuple[tuple[str, int, int], ...]:
+    """(relative path, size, mtime in ns) of every file of a version, hidden entries left out
+    (an index being built is a hidden ``.index.tmp-*``): it changes when a file is added,
+    replaced or still being copied, e.g. an ``index/`` rebuilt with ``--overwrite``."""
+    root = Path(version_dir)
+    state = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = sorted(name for name in subdirectories if not name.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # removed while listing
+                continue
+            state.append((os.path.relpath(path, root), stat.st_size, stat.st_mtime_ns))
+    return tuple(state)
+
 
 def load_embeddings(version_dir: str | os.PathLike, metadata: dict[str, Any]) -> np.ndarray:
     """The version's item embeddings, checked against the fingerprint in ``export.json``."""
