@@ -12,13 +12,17 @@ An experiment file (YAML)::
     grid:                             # optional: more variants, a product of values
       - {name: croloss, kernel: [sigmoid, softplus], alpha: [0.6, 1.0, 1.4]}
     overrides: {negatives.per_positive: 10}   # optional: base config values for every variant
+    share_learning_rate: family       # optional: search the rate once per loss family (below)
 
 A variant may carry ``overrides`` of its own (``{"section.key": value}``), e.g.
 ``{name: croloss, overrides: {negatives.mode: in_batch, negatives.correction: none}}``.
 
 For every variant the learning rate is chosen on the validation split (the
 base config's ``evaluation.select_on``) with the first seed; then every seed
-trains at that rate and the test metrics are averaged (mean, sample std).
+trains at that rate and the test metrics are averaged (mean, sample std). With
+``share_learning_rate: family`` the search runs once per family (the variants that
+differ only in alpha), on its member with alpha nearest 1, and the family reuses that
+rate: every family gets the same search budget, at a fraction of the runs.
 Finished runs are kept and skipped when the experiment is run again, so an
 interrupted experiment resumes. Each run directory records the code that made it
 (``code.json``: commit and a digest of the training code); a finished run made by
@@ -64,6 +68,7 @@ class Experiment:
     learning_rates: list[float]
     variants: dict[str, dict[str, Any]]
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    share_learning_rate: str = "none"
 
 
 CODE_FILE = "code.json"
@@ -145,7 +150,7 @@ def load(path: str | Path) -> Experiment:
     raw = yaml.safe_load(path.read_text()) if path.exists() else None
     if raw is None:
         raise FileNotFoundError(f"experiment file not found or empty: {path}")
-    known = {"base", "output", "seeds", "learning_rates", "variants", "grid", "overrides"}
+    known = {"base", "output", "seeds", "learning_rates", "variants", "grid", "overrides", "share_learning_rate"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise config_lib.ConfigError(f"{path}: {unknown_name('key', unknown[0], sorted(known))}")
@@ -170,8 +175,11 @@ def load(path: str | Path) -> Experiment:
             build_loss(config.loss.name, num_items=1_000_000, **config.loss.params)
         except (TypeError, ValueError) as error:
             raise config_lib.ConfigError(f"{where}: {error}") from None
+    share = raw.get("share_learning_rate", "none")
+    if share not in ("none", "family"):
+        raise config_lib.ConfigError(f"{path}: share_learning_rate must be none or family, got {share!r}")
     return Experiment(base, Path(raw["output"]), [int(s) for s in raw["seeds"]],
-                      [float(r) for r in raw["learning_rates"]], variants, overrides)
+                      [float(r) for r in raw["learning_rates"]], variants, overrides, share)
 
 
 class ForeignRunError(RuntimeError):
@@ -249,28 +257,55 @@ def _run(experiment: Experiment, label: str, learning_rate: float, seed: int, pr
                           progress=progress, what=f"== {label}  lr={learning_rate:g}  seed={seed}")
 
 
+def family(variant: dict[str, Any]) -> str:
+    """A variant's label without its alpha: the variants that share a learning rate under
+    ``share_learning_rate: family``."""
+    return _label({k: v for k, v in variant.items() if k != "alpha"})
+
+
+def _reference(experiment: Experiment, label: str) -> str:
+    """The variant whose learning-rate search serves ``label``: itself, or with
+    ``share_learning_rate: family`` the family's variant with alpha nearest 1 (first on a tie)."""
+    if experiment.share_learning_rate != "family":
+        return label
+    name = family(experiment.variants[label])
+    members = [other for other, v in experiment.variants.items() if family(v) == name]
+    return min(members, key=lambda other: round(abs(float(experiment.variants[other].get("alpha", 1.0)) - 1.0), 6))
+
+
 def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, Any]:
-    """Trains every variant (tuning then seeds) and writes results, tables and plots."""
+    """Trains every variant (tuning then seeds) and writes results, tables and plots, the report
+    after every variant (so a long experiment's finished part can be read and committed)."""
     select_on = experiment.base.evaluation.select_on
     code = code_identity()
-    per_variant = len(experiment.learning_rates) + len(experiment.seeds) - 1
-    progress = Progress(per_variant * len(experiment.variants))
+    references = {label: _reference(experiment, label) for label in experiment.variants}
+    searched = set(references.values())
+    progress = Progress(
+        len(searched) * len(experiment.learning_rates) + len(set(references) - searched)
+        + len(experiment.variants) * (len(experiment.seeds) - 1)
+    )
     results: dict[str, Any] = {}
-    for label in experiment.variants:
-        first = experiment.seeds[0]
+    first = experiment.seeds[0]
+    for label in sorted(experiment.variants, key=lambda lb: references[lb] != lb):  # searches first
 
         def one(lr: float, seed: int, label: str = label) -> dict[str, Any]:
             return _run(experiment, label, lr, seed, progress, reuse_other_code, code)
 
-        tuning = {lr: one(lr, first) for lr in experiment.learning_rates}
-        best_lr = max(tuning, key=lambda lr: tuning[lr]["validation"][select_on])
+        if references[label] == label:
+            tuning = {lr: one(lr, first) for lr in experiment.learning_rates}
+            best_lr = max(tuning, key=lambda lr: tuning[lr]["validation"][select_on])
+        else:
+            best_lr = results[references[label]]["learning_rate"]
+            tuning = {best_lr: one(best_lr, first)}
         runs = [tuning[best_lr]] + [one(best_lr, s) for s in experiment.seeds[1:]]
         metrics = sorted(k for k in runs[0]["test"] if "@" in k)
         foreign = sorted({json.dumps(r["code"], sort_keys=True) for r in [*tuning.values(), *runs] if "code" in r})
         results[label] = {
             "loss": experiment.variants[label],
             "learning_rate": best_lr,
+            "learning_rate_from": references[label],
             "tuning": {f"{lr:g}": t["validation"][select_on] for lr, t in tuning.items()},
+            "validation": runs[0]["validation"],
             "mean": {m: float(np.mean([r["test"][m] for r in runs])) for m in metrics},
             "std": {m: float(np.std([r["test"][m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
                     for m in metrics},
@@ -279,8 +314,9 @@ def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, 
         }
         if foreign:
             results[label]["reused_runs_of_other_code"] = [json.loads(f) for f in foreign]
-    write_report(experiment, results, provenance={**provenance(), **code})
-    return results
+        ordered = {lb: results[lb] for lb in experiment.variants if lb in results}
+        write_report(experiment, ordered, provenance={**provenance(), **code})
+    return {lb: results[lb] for lb in experiment.variants}
 
 
 def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -372,6 +408,15 @@ def _selected_on_validation(results: dict[str, Any], name: str) -> str | None:
     return max(chosen)[1] if chosen else None
 
 
+def _selected_for_n(results: dict[str, Any], n: int) -> str | None:
+    """The CROLoss-family variant (plain or Lambda) with the best validation Recall@n (first seed,
+    at its step selected on the experiment's metric); None without per-N validation figures."""
+    chosen = [(r["validation"][f"recall@{n}"], label) for label, r in results.items()
+              if r["loss"]["name"] in ("croloss", "lambda_croloss") and r.get("validation")
+              and f"recall@{n}" in r["validation"]]
+    return max(chosen)[1] if chosen else None
+
+
 def _holds(flag: bool) -> str:
     return "holds" if flag else "does NOT hold"
 
@@ -400,6 +445,18 @@ def claims_markdown(results: dict[str, Any]) -> str:
             noise = max(ours["std"][f"recall@{n}"], theirs["std"][f"recall@{n}"])
             lines.append(f"- Recall@{n}: CROLoss chosen on validation ({chosen}) minus softmax cross-entropy: "
                          f"{100 * gap:+.2f} points (larger seed std {100 * noise:.2f})")
+    if softmax[ns[0]]:
+        base = next(label for label, r in results.items() if r["loss"]["name"] == "softmax")
+        for n in ns:
+            picked = _selected_for_n(results, n)
+            if picked is None:
+                continue
+            ours, theirs = results[picked], results[base]
+            gap = ours["mean"][f"recall@{n}"] - theirs["mean"][f"recall@{n}"]
+            noise = max(ours["std"][f"recall@{n}"], theirs["std"][f"recall@{n}"])
+            lines.append(f"- Recall@{n}: CROLoss (plain or Lambda) chosen on validation Recall@{n} ({picked}) minus "
+                         f"softmax cross-entropy: {100 * gap:+.2f} points (larger seed std {100 * noise:.2f}): "
+                         f"{_holds(gap >= 0)}")
     kernels = sorted({r["loss"].get("kernel") for r in results.values() if r["loss"]["name"] == "croloss"} - {None})
     for kernel in kernels:
         same = {r["loss"]["alpha"]: r for r in results.values()

@@ -86,3 +86,17 @@ def test_bad_variant_fails_before_training(spec_file):
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.raises(config_lib.ConfigError, match="variant 'broken'.*valid"):
         experiment.load(spec_file)
+
+
+def test_family_shares_the_rate_searched_on_alpha_nearest_one(spec_file):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["share_learning_rate"] = "family"
+    spec["seeds"] = [1]
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    loaded = experiment.load(spec_file)
+    results = experiment.run(loaded)
+    searched, shared = results["croloss kernel=sigmoid alpha=0.6"], results["croloss kernel=sigmoid alpha=1.4"]
+    assert searched["learning_rate_from"] == "croloss kernel=sigmoid alpha=0.6"  # tie: the first
+    assert len(searched["tuning"]) == 2 and len(shared["tuning"]) == 1
+    assert shared["learning_rate"] == searched["learning_rate"]
+    assert "chosen on validation Recall@10" in (loaded.output / "claims.md").read_text()
