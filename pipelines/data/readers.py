@@ -402,7 +402,7 @@ def _bad_tokens(tokens: pa.Array) -> pa.BooleanArray:
 def _has_bad_values(table: pa.Table, columns: _Columns) -> bool:
     """Whether the parsed ``table`` holds a non-finite number or a bad id: vectorised (ids over
     their dictionaries), so only a bad file pays for the line scan that names the line."""
-    if any(not np.isfinite(table.column(name).to_numpy()).all() for name in columns.numeric):
+    if any(not pc.all(pc.is_finite(table.column(name))).as_py() for name in columns.numeric):
         return True
     return any(
         pc.any(_bad_tokens(chunk.dictionary)).as_py()

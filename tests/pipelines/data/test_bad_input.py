@@ -241,3 +241,10 @@ def test_a_directory_of_compressed_split_files_keeps_its_split(tmp_path, capsys)
     assert {name: split.num_users for name, split in dataset.splits.items()} == {"train": 3, "valid": 3, "test": 3}
     assert sorted(dataset.user_tokens[dataset.test.user_index].tolist()) == ["20", "21", "22"]
     assert dataset.metadata["settings"]["split"] == "kept from input files"
+
+
+def test_the_probe_of_real_world_inputs_reads_or_names_every_case(capsys):
+    """benchmarks/probe_prepare_inputs.py: 37 logs and mistakes, none ends in a traceback."""
+    from benchmarks import probe_prepare_inputs
+
+    assert probe_prepare_inputs.main([]) == 0, capsys.readouterr().out
