@@ -1,0 +1,350 @@
+"""The HTTP service under bad input and load: strict types, limits, a bounded queue, metrics,
+version reloads, and TensorFlow Serving's REST API (shapes from TF Serving's api_rest.md)."""
+
+import contextlib
+import json
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import tensorflow as tf
+import uvicorn
+
+from tfcroloss.pipelines.cli.serving import export_run
+from tfcroloss.pipelines.serving import version
+from tfcroloss.pipelines.serving.batching import Lookup, run_lookups
+from tfcroloss.pipelines.serving.http import ModelWatcher, create_app
+from tfcroloss.pipelines.serving.index import build_version_index
+from tfcroloss.pipelines.serving.retriever import Retriever
+
+LIMITS = {"max_history": 20, "max_batch": 4, "max_id_length": 32, "max_body_bytes": 4096, "max_queue": 6}
+
+
+@pytest.fixture(scope="module")
+def version_dir(tiny_run, tmp_path_factory):
+    path = export_run(tiny_run, tmp_path_factory.mktemp("http") / "tiny")
+    build_version_index(path, k=20, sample_queries=50)
+    return path
+
+
+@pytest.fixture(scope="module")
+def retriever(version_dir):
+    return Retriever.load(version_dir)
+
+
+@pytest.fixture(scope="module")
+def tokens(retriever):
+    return retriever.tokens(np.arange(1, retriever.num_items + 1)).tolist()
+
+
+@contextlib.contextmanager
+def serving(model_root, **options):
+    """The app on 127.0.0.1 (a free port) in a background thread; yields (base URL, app)."""
+    app = create_app(model_root, **{**LIMITS, **options})
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def service(version_dir):
+    with serving(version_dir.parent) as (url, app):
+        yield url, app
+
+
+@pytest.fixture(scope="module")
+def url(service):
+    return service[0]
+
+
+# Lookups: batched answers are those of Retriever.recommend.
+
+
+def test_batched_lookups_give_the_retrievers_numbers(retriever, tokens):
+    histories = [tokens[:3], tokens[10:30] + ["nope"], [tokens[7]], ["nope"]]
+    lookups = [
+        Lookup(retriever, [histories[0], histories[1]], 10, True, lambda r, rows: rows, None),
+        Lookup(retriever, [histories[2]], 5, False, lambda r, rows: rows, None),
+        Lookup(retriever, [histories[3]], 10, True, lambda r, rows: rows, None),
+    ]
+    outcomes = run_lookups(lookups)
+    assert [error for _, _, error in outcomes] == [None, None, None]
+    expected = [
+        *retriever.recommend_batch(histories[:2], k=10),
+        retriever.recommend(histories[2], k=5, exclude_history=False),
+        retriever.recommend(histories[3], k=10),
+    ]
+    rows = [(outcomes[0][1], 0), (outcomes[0][1], 1), (outcomes[1][1], 0), (outcomes[2][1], 0)]
+    for (got, row), want, history in zip(rows, expected, histories, strict=True):
+        assert retriever.item_tokens(got.item_ids[row]) == want.item_ids
+        np.testing.assert_allclose(got.scores[row][got.item_ids[row] > 0], want.scores, rtol=1e-6)
+        assert retriever.unknown_ids(history, got.history_ids[row]) == want.unknown_ids
+
+
+def test_concurrent_requests_share_batches_and_match_the_retriever(service, retriever, tokens):
+    url, app = service
+    histories = [tokens[i : i + 5] + ["nope"] for i in range(24)]
+
+    def ask(history):
+        return httpx.post(f"{url}/recommend", json={"history": history, "k": 7}, timeout=30)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(ask, histories))
+    for history, response in zip(histories, responses, strict=True):
+        assert response.status_code == 200, response.text
+        want = retriever.recommend(history, k=7)
+        body = response.json()
+        assert [item["id"] for item in body["items"]] == want.item_ids
+        np.testing.assert_allclose([item["score"] for item in body["items"]], want.scores, rtol=1e-6)
+        assert body["unknown_ids"] == ["nope"]
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "tfcroloss_lookup_batch_histories_count" in metrics
+
+
+# Bad input: a 4xx that names the field.
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"history": ["a"], "k": "10"}, "k: Input should be a valid integer"),
+        ({"history": ["a"], "k": 10.0}, "k: Input should be a valid integer"),
+        ({"history": ["a"], "k": True}, "k: Input should be a valid integer"),
+        ({"history": ["a"], "exclude_history": "yes"}, "exclude_history: Input should be a valid boolean"),
+        ({"history": ["a", "x" * 33]}, "item id 1: 33 characters; the limit is 32"),
+        (b'{"history": ["\\ud800", "50"], "k": 3}', "lone surrogates"),
+        (b'{"history": ["\xff"], "k": 3}', "UTF-8"),
+    ],
+)
+def test_strict_types_and_unicode(url, body, message):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(f"{url}/recommend", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+
+
+def test_a_large_body_is_refused_before_it_is_read(url):
+    response = httpx.post(f"{url}/recommend", json={"history": ["a" * 30] * 200})
+    assert response.status_code == 413
+    assert "exceeds 4096 bytes" in response.json()["detail"]
+    # Declared as 100 MB, none of it sent: the answer comes from the headers alone.
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        answer = connection.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert '{"error":"the request body exceeds 4096 bytes"}' in answer
+
+
+class BlockedRetriever:
+    """A Retriever whose user tower waits until ``release`` is set."""
+
+    def __init__(self, retriever):
+        self._retriever = retriever
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._retriever, name)
+
+    def encode(self, histories):
+        self.entered.set()
+        assert self.release.wait(30)
+        return self._retriever.encode(histories)
+
+
+def test_a_full_queue_answers_503_and_health_stays_fast(version_dir, tokens, tmp_path):
+    root = tmp_path / "tiny"
+    shutil.copytree(version_dir, root / "1")
+    with serving(root) as (url, app):
+        blocked = BlockedRetriever(app.state.watcher.current)
+        app.state.watcher.current = blocked
+        body = {"histories": [tokens[:3]] * 4, "k": 5}
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
+            assert blocked.entered.wait(30)  # the worker holds 4 histories
+            queued = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
+            deadline = time.monotonic() + 30
+            while "tfcroloss_lookup_queue_histories 4.0" not in httpx.get(f"{url}/metrics").text:
+                assert time.monotonic() < deadline, "the second request was never queued"
+                time.sleep(0.02)
+            refused = httpx.post(f"{url}/recommend/batch", json=body, timeout=30)  # 4 + 4 > 6
+            health = httpx.get(f"{url}/health", timeout=30)
+            blocked.release.set()
+            assert first.result().status_code == 200 and queued.result().status_code == 200
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "queue is full" in refused.json()["detail"]
+    assert health.status_code == 200 and health.json() == {"status": "ok", "model_version": 1}
+
+
+# Metadata and metrics.
+
+
+def test_metadata_shows_no_paths(url, version_dir):
+    metadata = httpx.get(f"{url}/metadata").json()
+    text = json.dumps(metadata)
+    assert "path" not in metadata and str(version_dir.parent.parent) not in text
+    assert metadata["source"]["run"] == "run"  # the run directory's name only
+    assert metadata["limits"]["max_body_bytes"] == 4096 and metadata["model_name"] == "tiny"
+
+
+def test_metrics_count_requests_errors_and_the_version(url):
+    httpx.get(f"{url}/health")
+    httpx.post(f"{url}/recommend", json={"history": []})
+    text = httpx.get(f"{url}/metrics").text
+    assert 'tfcroloss_http_requests_total{endpoint="health",status="200"}' in text
+    assert 'tfcroloss_http_request_errors_total{endpoint="recommend",status="422"}' in text
+    assert 'tfcroloss_http_request_duration_seconds_bucket{endpoint="health",le="0.005"}' in text
+    assert "tfcroloss_model_version 1.0" in text
+    assert "tfcroloss_model_load_seconds " in text
+    assert "tfcroloss_lookup_batch_histories_bucket" in text
+
+
+# Versions: a failed one is retried when its files change; a rebuilt index is picked up.
+
+
+def test_a_half_copied_version_is_retried_and_a_rebuilt_index_picked_up(version_dir, tmp_path):
+    root = tmp_path / "tiny"
+    shutil.copytree(version_dir, root / "1")
+    watcher = ModelWatcher(root)
+    half = root / "2"
+    half.mkdir()
+    shutil.copytree(version_dir / "assets.extra", half / "assets.extra")  # no SavedModel yet
+    metadata = {**version.read_metadata(half), "version": 2}
+    (half / version.METADATA_PATH).write_text(json.dumps(metadata))
+    assert not watcher.refresh() and watcher.current.version == 1
+    assert watcher.failed[0] == 2
+    assert not watcher.refresh()  # same files: not tried again
+    for entry in version_dir.iterdir():
+        if entry.name not in ("assets.extra",):
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, half / entry.name)
+    assert watcher.refresh() and watcher.current.version == 2 and watcher.failed is None
+
+    before = watcher.current.index_info["params"]["num_leaves_to_search"]
+    build_version_index(half, k=5, sample_queries=20, overwrite=True, partition=True, num_leaves=4, num_leaves_to_search=3)
+    assert watcher.refresh()
+    assert watcher.current.index_info["params"]["num_leaves_to_search"] == 3 != before
+    assert not watcher.refresh()
+
+
+# TensorFlow Serving's REST API.
+
+
+@pytest.fixture(scope="module")
+def saved_model(version_dir):
+    return tf.saved_model.load(str(version_dir))
+
+
+def test_tf_serving_model_status_and_metadata(url):
+    status = httpx.get(f"{url}/v1/models/tiny").json()
+    assert status == {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert httpx.get(f"{url}/v1/models/tiny/versions/1").json() == status
+    missing = httpx.get(f"{url}/v1/models/tiny/versions/9")
+    assert missing.status_code == 404 and missing.json() == {"error": "Servable not found for request: Specific(tiny, 9)"}
+    other = httpx.post(f"{url}/v1/models/half:predict", json={"instances": [["a"]]})
+    assert other.status_code == 404 and other.json() == {"error": "Servable not found for request: Latest(half)"}
+
+    metadata = httpx.get(f"{url}/v1/models/tiny/metadata").json()
+    assert metadata["model_spec"] == {"name": "tiny", "signature_name": "", "version": "1"}
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "top_k"}
+    assert set(signatures["top_k"]["inputs"]) == {"history", "k"}
+    assert signatures["serving_default"]["inputs"]["history"]["dtype"] == "DT_STRING"
+    assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
+
+
+def test_tf_serving_predict_user_embedding_row_and_columnar(url, saved_model, tokens):
+    histories = [tokens[:3] + ["nope"], [tokens[5], "", "", ""]]  # padded with "", as for TF Serving
+    want = saved_model.signatures["serving_default"](history=tf.constant(histories))
+
+    rows = httpx.post(f"{url}/v1/models/tiny:predict", json={"instances": [{"history": h} for h in histories]})
+    assert rows.status_code == 200, rows.text
+    predictions = rows.json()["predictions"]
+    assert len(predictions) == 2 and set(predictions[0]) == {"user_embedding", "history_item_ids"}
+    np.testing.assert_allclose([p["user_embedding"] for p in predictions], want["user_embedding"], atol=1e-6)
+    assert [p["history_item_ids"] for p in predictions] == want["history_item_ids"].numpy().tolist()
+
+    bare = httpx.post(f"{url}/v1/models/tiny/versions/1:predict", json={"signature_name": "serving_default", "instances": histories})
+    assert bare.json() == rows.json()
+
+    columns = httpx.post(f"{url}/v1/models/tiny:predict", json={"inputs": {"history": histories}})
+    outputs = columns.json()["outputs"]
+    assert set(outputs) == {"user_embedding", "history_item_ids"}
+    np.testing.assert_allclose(outputs["user_embedding"], want["user_embedding"], atol=1e-6)
+    assert outputs["history_item_ids"] == want["history_item_ids"].numpy().tolist()
+
+
+def test_tf_serving_predict_top_k(url, retriever, saved_model, tokens):
+    histories = [tokens[:3], tokens[8:10] + [""]]
+    columns = httpx.post(
+        f"{url}/v1/models/tiny:predict",
+        json={"signature_name": "top_k", "inputs": {"history": histories, "k": 6}},
+    )
+    assert columns.status_code == 200, columns.text
+    outputs = columns.json()["outputs"]
+    assert set(outputs) == {"item_ids", "scores"}
+    assert np.shape(outputs["item_ids"]) == np.shape(outputs["scores"]) == (2, 6)
+    exact = saved_model.signatures["top_k"](history=tf.constant(histories), k=tf.constant(6))
+    np.testing.assert_allclose(outputs["scores"], exact["scores"], atol=1e-4)  # tiny catalog: ScaNN is exact
+    for row, history in enumerate(histories):
+        want = retriever.recommend([t for t in history if t], k=6, exclude_history=False)
+        assert outputs["item_ids"][row] == want.item_ids
+        assert outputs["item_ids"][row] == [t.decode() for t in exact["item_ids"].numpy()[row]]
+
+    rows = httpx.post(
+        f"{url}/v1/models/tiny:predict",
+        json={"signature_name": "top_k", "instances": [{"history": h, "k": 6} for h in histories]},
+    )
+    predictions = rows.json()["predictions"]
+    assert [p["item_ids"] for p in predictions] == outputs["item_ids"]
+    everything = httpx.post(
+        f"{url}/v1/models/tiny:predict",
+        json={"signature_name": "top_k", "inputs": {"history": [tokens[:2]], "k": 10**6}},
+    )
+    assert len(everything.json()["outputs"]["item_ids"][0]) == retriever.num_items  # as the SavedModel
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{nope", "JSON Parse error"),
+        ({"instances": [["a"]], "inputs": {"history": [["a"]]}}, "both"),
+        ({"signature_name": "serving_default"}, "Missing 'inputs' or 'instances' key"),
+        ({"signature_name": "nope", "instances": [["a"]]}, 'Serving signature name: "nope" not found'),
+        ({"signature_name": "top_k", "inputs": {"history": [["a"]]}}, "named inputs ['history', 'k']"),
+        ({"signature_name": "top_k", "inputs": {"history": [["a"]], "k": "3"}}, "k must be a positive integer"),
+        ({"signature_name": "top_k", "inputs": {"history": [["a"]], "k": True}}, "k must be a positive integer"),
+        ({"instances": [[1, 2]]}, "history[0][0] must be a string"),
+        ({"inputs": {"history": ["a", "b"]}}, "[batch, length]"),
+        ({"instances": [["a"]] * 5}, "1..4 rows"),
+        ({"instances": [["x" * 33]]}, "the limit is 32"),
+        (b'{"instances": [["\\ud800"]]}', "lone surrogates"),
+    ],
+)
+def test_tf_serving_errors(url, body, message):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(f"{url}/v1/models/tiny:predict", content=content)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"} and message in response.json()["error"]
