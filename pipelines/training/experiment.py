@@ -13,6 +13,7 @@ An experiment file (YAML)::
       - {name: croloss, kernel: [sigmoid, softplus], alpha: [0.6, 1.0, 1.4]}
     overrides: {negatives.per_positive: 10}   # optional: base config values for every variant
     share_learning_rate: family       # optional: search the rate once per loss family (below)
+    learning_rates_from: docs/results/x/results.json   # optional: reuse an earlier experiment's rates
 
 A variant may carry ``overrides`` of its own (``{"section.key": value}``), e.g.
 ``{name: croloss, overrides: {negatives.mode: in_batch, negatives.correction: none}}``.
@@ -23,6 +24,8 @@ trains at that rate and the test metrics are averaged (mean, sample std). With
 ``share_learning_rate: family`` the search runs once per family (the variants that
 differ only in alpha), on its member with alpha nearest 1, and the family reuses that
 rate: every family gets the same search budget, at a fraction of the runs.
+``learning_rates_from: PATH`` takes each variant's rate from an earlier experiment's
+results.json (same labels) instead of searching again.
 Finished runs are kept and skipped when the experiment is run again, so an
 interrupted experiment resumes. Each run directory records the code that made it
 (``code.json``: commit and a digest of the training code); a finished run made by
@@ -69,6 +72,7 @@ class Experiment:
     variants: dict[str, dict[str, Any]]
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     share_learning_rate: str = "none"
+    learning_rates_from: Path | None = None
 
 
 CODE_FILE = "code.json"
@@ -150,7 +154,8 @@ def load(path: str | Path) -> Experiment:
     raw = yaml.safe_load(path.read_text()) if path.exists() else None
     if raw is None:
         raise FileNotFoundError(f"experiment file not found or empty: {path}")
-    known = {"base", "output", "seeds", "learning_rates", "variants", "grid", "overrides", "share_learning_rate"}
+    known = {"base", "output", "seeds", "learning_rates", "variants", "grid", "overrides", "share_learning_rate",
+             "learning_rates_from"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise config_lib.ConfigError(f"{path}: {unknown_name('key', unknown[0], sorted(known))}")
@@ -178,8 +183,9 @@ def load(path: str | Path) -> Experiment:
     share = raw.get("share_learning_rate", "none")
     if share not in ("none", "family"):
         raise config_lib.ConfigError(f"{path}: share_learning_rate must be none or family, got {share!r}")
+    rates_from = Path(raw["learning_rates_from"]) if raw.get("learning_rates_from") else None
     return Experiment(base, Path(raw["output"]), [int(s) for s in raw["seeds"]],
-                      [float(r) for r in raw["learning_rates"]], variants, overrides, share)
+                      [float(r) for r in raw["learning_rates"]], variants, overrides, share, rates_from)
 
 
 class ForeignRunError(RuntimeError):
@@ -279,7 +285,12 @@ def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, 
     select_on = experiment.base.evaluation.select_on
     code = code_identity()
     references = {label: _reference(experiment, label) for label in experiment.variants}
-    searched = set(references.values())
+    given: dict[str, float] = {}
+    if experiment.learning_rates_from is not None:  # rates chosen by an earlier experiment, reused
+        earlier, _ = read_results(experiment.learning_rates_from)
+        given = {label: float(earlier[label]["learning_rate"]) for label in experiment.variants if label in earlier}
+        references = {label: "" if label in given else ref for label, ref in references.items()}
+    searched = set(references.values()) - {""}
     progress = Progress(
         len(searched) * len(experiment.learning_rates) + len(set(references) - searched)
         + len(experiment.variants) * (len(experiment.seeds) - 1)
@@ -295,7 +306,7 @@ def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, 
             tuning = {lr: one(lr, first) for lr in experiment.learning_rates}
             best_lr = max(tuning, key=lambda lr: tuning[lr]["validation"][select_on])
         else:
-            best_lr = results[references[label]]["learning_rate"]
+            best_lr = given[label] if label in given else results[references[label]]["learning_rate"]
             tuning = {best_lr: one(best_lr, first)}
         runs = [tuning[best_lr]] + [one(best_lr, s) for s in experiment.seeds[1:]]
         metrics = sorted(k for k in runs[0]["test"] if "@" in k)
@@ -303,7 +314,7 @@ def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, 
         results[label] = {
             "loss": experiment.variants[label],
             "learning_rate": best_lr,
-            "learning_rate_from": references[label],
+            "learning_rate_from": references[label] or str(experiment.learning_rates_from),
             "tuning": {f"{lr:g}": t["validation"][select_on] for lr, t in tuning.items()},
             "validation": runs[0]["validation"],
             "mean": {m: float(np.mean([r["test"][m] for r in runs])) for m in metrics},
@@ -366,7 +377,8 @@ def write_report(experiment: Experiment, results: dict[str, Any], provenance: di
     plot_recall(results, out / "recall_at_n.png", title=f"Recall@N by loss, {seeds}")
     for kernel in sorted({r["loss"].get("kernel") for r in results.values()} - {None}):
         labels = [label for label, r in results.items()
-                  if r["loss"]["name"] == "croloss" and r["loss"].get("kernel") == kernel]
+                  if r["loss"]["name"] == "croloss" and r["loss"].get("kernel") == kernel
+                  and not r["loss"].get("overrides")]
         if len(labels) > 1:
             plot_recall(results, out / f"recall_by_alpha_{kernel}.png", f"CROLoss {kernel}: Recall@N by alpha, {seeds}", labels)
 

@@ -100,3 +100,16 @@ def test_family_shares_the_rate_searched_on_alpha_nearest_one(spec_file):
     assert len(searched["tuning"]) == 2 and len(shared["tuning"]) == 1
     assert shared["learning_rate"] == searched["learning_rate"]
     assert "chosen on validation Recall@10" in (loaded.output / "claims.md").read_text()
+
+
+def test_rates_from_an_earlier_experiment(spec_file, tmp_path):
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["seeds"], spec["variants"], spec["grid"] = [1], {"softmax": {"name": "softmax"}}, []
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    first = experiment.run(experiment.load(spec_file))
+    spec["learning_rates_from"] = str(tmp_path / "out" / "results.json")
+    spec["output"] = str(tmp_path / "again")
+    spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    again = experiment.run(experiment.load(spec_file))
+    assert again["softmax"]["learning_rate"] == first["softmax"]["learning_rate"]
+    assert len(again["softmax"]["tuning"]) == 1
