@@ -38,6 +38,12 @@ def _select(keras: str) -> None:
             f"({_OTHER_ENTRY[_selected]}); it cannot also use {keras} ({_OTHER_ENTRY[keras]}). "
             "tf-keras needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported, which makes "
             "tf.keras Keras 2 for the whole process: use one of the two per process."
+            + (
+                " (`from tfcroloss import keras3` imports the tf-keras package `tfcroloss` first; "
+                "write `import tfcroloss.keras3` or `from tfcroloss.keras3 import CROLoss`.)"
+                if keras == KERAS_3
+                else ""
+            )
         )
     _selected = keras
 

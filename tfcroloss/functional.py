@@ -167,11 +167,12 @@ def _log_importance_weights(
     return ops.where(negative_mask, log_weights, ops.zeros_like(log_weights)), check
 
 
-def finish(ops: Any, candidates: Candidates, row_loss: Any) -> Any:
-    """Zero for rows without negatives, NaN for rows with a NaN, float16 saturation."""
+def finish(ops: Any, candidates: Candidates, row_loss: Any, float16_logits: bool = False) -> Any:
+    """Zero for rows without negatives, NaN for rows with a NaN, float16 saturation (for
+    float16 inputs, or when ``float16_logits`` says the caller's logits were float16)."""
     row_loss = ops.where(candidates.num_negatives > 0, row_loss, ops.zeros_like(row_loss))
     row_loss = ops.where(candidates.nan_rows, ops.full_like(row_loss, float("nan")), row_loss)
-    if candidates.input_dtype == "float16":
+    if float16_logits or candidates.input_dtype == "float16":
         row_loss = ops.minimum(row_loss, FLOAT16_SATURATION) + ops.log1p(
             ops.relu(row_loss - FLOAT16_SATURATION)
         )
@@ -221,7 +222,11 @@ class SampledRankLossSpec(abc.ABC):
         candidates = prepare(
             self._ops, y_true, y_pred, self.num_items, candidate_sampling_probability, self.name
         )
-        return finish(self._ops, candidates, self._row_loss(candidates))
+        return finish(self._ops, candidates, self._row_loss(candidates), self._float16_logits())
+
+    def _float16_logits(self) -> bool:
+        """True while a Keras that cast float16 logits up before ``call`` runs this call."""
+        return False
 
     @abc.abstractmethod
     def _row_loss(self, candidates: Candidates) -> Any:

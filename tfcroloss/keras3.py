@@ -97,6 +97,23 @@ class _SampledRankLoss(SampledRankLossSpec, keras.losses.Loss):
         keras.losses.Loss.__init__(self, name=name, reduction=reduction, dtype=dtype)
         self._configure(num_items, alpha, margin, weighting)
 
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        # Keras 3 casts y_pred to the loss's dtype (float32) before `call`. Float16 logits (a
+        # mixed_float16 model) still need their row losses to saturate as float16 inputs do, or
+        # the gradients flowing back into them overflow: `call` reads this flag while it runs
+        # (at trace time under jit / tf.function).
+        dtype = getattr(y_pred, "dtype", None)
+        if dtype is None or keras.backend.standardize_dtype(dtype) != "float16":
+            return keras.losses.Loss.__call__(self, y_true, y_pred, sample_weight)
+        self._float16_call = True
+        try:
+            return keras.losses.Loss.__call__(self, y_true, y_pred, sample_weight)
+        finally:
+            self._float16_call = False
+
+    def _float16_logits(self) -> bool:
+        return getattr(self, "_float16_call", False)
+
     def get_config(self) -> dict[str, Any]:
         return {**keras.losses.Loss.get_config(self), **self._config()}
 

@@ -46,7 +46,7 @@ class TwoTower(keras.Model):
         return float(np.mean([item in row for item, row in zip(items, top, strict=True)]))
 
 
-def interactions(seed=0, size=2048):
+def interactions(seed=0, size=1024):
     """Each user likes one item; items are Zipf-popular (several users share popular items)."""
     rng = np.random.default_rng(seed)
     favourite = rng.zipf(1.5, NUM_USERS) % NUM_ITEMS
@@ -67,10 +67,9 @@ def test_remove_accidental_hits_masks_repeats_of_the_positive():
     "loss,weighted",
     [
         (lambda: CROLoss(NUM_ITEMS, alpha=1.0, kernel="softplus"), False),
-        (lambda: LambdaCROLoss(NUM_ITEMS, alpha=1.4, grad_kernel="exponential"), False),
-        (lambda: CROLoss(NUM_ITEMS, alpha=1.0, kernel="softplus"), True),
+        (lambda: LambdaCROLoss(NUM_ITEMS, alpha=1.4, grad_kernel="exponential"), True),
     ],
-    ids=["cro", "lambda", "cro-importance-weighted"],
+    ids=["cro", "lambda-importance-weighted"],
 )
 def test_two_tower_fit(loss, weighted):
     users, items = interactions()
@@ -80,7 +79,7 @@ def test_two_tower_fit(loss, weighted):
         probability = np.maximum(probability, 1e-6)
     keras.utils.set_random_seed(0)
     model = TwoTower(loss(), None if probability is None else keras.ops.convert_to_tensor(probability))
-    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.compile(optimizer=keras.optimizers.Adam(0.1))
     before = model.recall_at_5(users[:256], items[:256])
     history = model.fit({"user": users, "item": items}, batch_size=32, epochs=3, verbose=0)
     losses = history.history["loss"]

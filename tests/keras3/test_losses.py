@@ -83,8 +83,23 @@ def impl():
 
 def test_backend_is_the_one_asked_for():
     assert BACKEND == os.environ["KERAS_BACKEND"]
-    # (keras-rs imports TensorFlow itself; tests/test_keras3.py checks that tfcroloss.keras3 does not)
-    assert "TF_USE_LEGACY_KERAS" not in os.environ and "tf_keras" not in sys.modules
+
+
+def test_import_leaves_tensorflow_and_tf_keras_alone(import_state):
+    """``import tfcroloss.keras3`` imports no TensorFlow (unless Keras's backend did) and does not
+    select tf-keras: no TF_USE_LEGACY_KERAS, and tf.keras stays Keras 3."""
+    assert import_state == {"tensorflow": BACKEND == "tensorflow", "tf_keras": False, "TF_USE_LEGACY_KERAS": None}
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        assert not tf.keras.__name__.startswith("tf_keras")
+
+
+@pytest.mark.parametrize("statement", ["from tfcroloss import CROLoss", "import tfcroloss.losses"])
+def test_tf_keras_side_refuses_in_a_keras3_process(statement):
+    with pytest.raises(ImportError, match="already in use with Keras 3 .*use one of the two per process"):
+        exec(statement, {})
+    assert "tf_keras" not in sys.modules
 
 
 def test_module_doctests():
@@ -178,3 +193,36 @@ def test_compile_fit_save_and_reload(make, tmp_path):
     np.testing.assert_allclose(
         reloaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CROLoss(num_items=8, alpha=0.0, kernel="exponential"),
+        lambda: LambdaCROLoss(num_items=8, alpha=1.4, weight_kernel="sigmoid", grad_kernel="exponential"),
+    ],
+    ids=["exp-alpha0", "lambda-sigmoid-exp-alpha1.4"],
+)
+@pytest.mark.skipif(BACKEND == "torch", reason="float16 on CPU is very slow in PyTorch")
+def test_mixed_float16_fit_at_logit_scale_100(make):
+    """float16 logits into the float32 loss: rows saturate as for float16 inputs, so it trains
+    (without that, every step's float16 gradients overflowed and the loss scale skipped them)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    y = np.eye(8, dtype=np.float32)[np.argmax(x @ rng.normal(size=(4, 8)), axis=1)]
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input(shape=(4,))
+        logits = keras.layers.Rescaling(100.0)(
+            keras.layers.UnitNormalization()(keras.layers.Dense(8)(inputs))
+        )
+        model = keras.Model(inputs, logits)
+        assert keras.backend.standardize_dtype(model.output.dtype) == "float16"
+        model.compile(optimizer=keras.optimizers.Adam(0.03), loss=make(), metrics=["categorical_accuracy"])
+        history = model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0]
+    assert history.history["categorical_accuracy"][-1] > 0.25  # chance is 1/8
