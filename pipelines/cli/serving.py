@@ -67,8 +67,13 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import tensorflow as tf
     import uvicorn
 
+    # Lookups are batches of a few histories: one TensorFlow thread runs the user tower in half
+    # the time of a pool (measured: 0.13-0.19 ms vs 0.3-0.4 ms for 1-32 histories).
+    tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
     from tfcroloss.pipelines.serving.http import create_app
 
     limits = Limits(
@@ -135,6 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="most histories per user-tower call and index search")
     serve.add_argument("--batch-delay-ms", type=float, default=Limits.batch_delay_ms,
                        help="how long a lookup waits for others to share its batch")
+    serve.add_argument("--tf-threads", type=int, default=1,
+                       help="TensorFlow intra- and inter-op threads (0: one per core)")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                        help="log every request (off: /metrics counts them)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))

@@ -52,26 +52,30 @@ class Rows:
 
 @dataclasses.dataclass(eq=False)
 class Lookup:
-    """One request's histories. ``finish(retriever, rows)`` runs on the worker thread and its
-    return value (or exception) goes to ``deliver(result, error)``."""
+    """One request's histories. ``finish(retriever, rows)`` runs on the worker thread; its
+    return value (or exception) is handed back with the lookup to the batcher's ``deliver``,
+    which finds the waiting request by ``token``."""
 
     retriever: Retriever
     histories: Sequence[Sequence[str]]
     k: int | None
     exclude_history: bool
     finish: Callable[[Retriever, Rows], Any]
-    deliver: Callable[[Any, BaseException | None], None]
+    token: Any = None
     queued_at: float = dataclasses.field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
     """Runs queued ``Lookup``s in batches on one worker thread (see the module docstring).
 
-    ``on_batch(histories)`` is called with the size of each batch (for metrics).
+    ``deliver(outcomes)`` gets each batch's ``(lookup, result, error)`` triples at once (one
+    wake-up of an event loop per batch, not per request); ``on_batch(histories)`` the size of
+    each batch (for metrics).
     """
 
     def __init__(
         self,
+        deliver: Callable[[list[tuple[Lookup, Any, BaseException | None]]], None],
         *,
         max_rows: int = 64,
         max_delay: float = 0.001,
@@ -86,6 +90,7 @@ class MicroBatcher:
         self.max_rows = max_rows
         self.max_delay = max_delay
         self.max_queue = max_queue
+        self._deliver = deliver
         self._on_batch = on_batch or (lambda size: None)
         self._queue: collections.deque[Lookup] = collections.deque()
         self._queued_rows = 0
@@ -158,11 +163,10 @@ class MicroBatcher:
                 by_retriever.setdefault(id(lookup.retriever), []).append(lookup)
             for lookups in by_retriever.values():
                 self._on_batch(sum(len(lookup.histories) for lookup in lookups))
-                for lookup, result, error in run_lookups(lookups):
-                    try:
-                        lookup.deliver(result, error)
-                    except Exception:  # a client gone away must not stop the worker
-                        logger.exception("could not deliver a lookup result")
+                try:
+                    self._deliver(run_lookups(lookups))
+                except Exception:  # e.g. the event loop closed: the worker goes on
+                    logger.exception("could not deliver lookup results")
 
 
 def run_lookups(lookups: Sequence[Lookup]) -> list[tuple[Lookup, Any, BaseException | None]]:

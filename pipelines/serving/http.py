@@ -286,7 +286,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nonlocal batcher
+        loop = asyncio.get_running_loop()
+
+        def deliver(outcomes: list) -> None:
+            loop.call_soon_threadsafe(_settle_all, outcomes)
+
         batcher = MicroBatcher(
+            deliver,
             max_rows=limits.batch_rows,
             max_delay=limits.batch_delay_ms / 1000,
             max_queue=limits.max_queue,
@@ -380,12 +386,8 @@ def create_app(
     ) -> Response:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-
-        def deliver(result: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
         try:
-            batcher.submit(Lookup(retriever, histories, k, exclude_history, finish, deliver), wake=False)
+            batcher.submit(Lookup(retriever, histories, k, exclude_history, finish, future), wake=False)
         except Overloaded as error:
             raise ApiError(503, str(error), {"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
         if not wake_scheduled[0]:  # once per loop iteration: its requests share a batch
@@ -511,13 +513,16 @@ def create_app(
     return app
 
 
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.done():  # the client went away
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(outcomes: list[tuple[Lookup, Any, BaseException | None]]) -> None:
+    """Answers the requests of one batch (on the event loop; ``token`` is each one's future)."""
+    for lookup, result, error in outcomes:
+        future = lookup.token
+        if future.done():  # the client went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:

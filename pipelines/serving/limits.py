@@ -22,7 +22,7 @@ class Limits:
     """histories waiting for a lookup (503 with Retry-After beyond)"""
     batch_rows: int = 64
     """most histories per user-tower call and search"""
-    batch_delay_ms: float = 1.0
+    batch_delay_ms: float = 0.0
     """how long the oldest lookup waits for others to join its batch"""
 
     def __post_init__(self) -> None:

@@ -78,9 +78,9 @@ def url(service):
 def test_batched_lookups_give_the_retrievers_numbers(retriever, tokens):
     histories = [tokens[:3], tokens[10:30] + ["nope"], [tokens[7]], ["nope"]]
     lookups = [
-        Lookup(retriever, [histories[0], histories[1]], 10, True, lambda r, rows: rows, None),
-        Lookup(retriever, [histories[2]], 5, False, lambda r, rows: rows, None),
-        Lookup(retriever, [histories[3]], 10, True, lambda r, rows: rows, None),
+        Lookup(retriever, [histories[0], histories[1]], 10, True, lambda r, rows: rows),
+        Lookup(retriever, [histories[2]], 5, False, lambda r, rows: rows),
+        Lookup(retriever, [histories[3]], 10, True, lambda r, rows: rows),
     ]
     outcomes = run_lookups(lookups)
     assert [error for _, _, error in outcomes] == [None, None, None]
