@@ -78,7 +78,12 @@ class Experiment:
 CODE_FILE = "code.json"
 # The code that decides what a run trains: its digest tells whether a cached run is this code's.
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-_TRAINING_CODE = ("tfcroloss", "models", "pipelines/data", "pipelines/training", "pipelines/retrieval")
+TRAINING_CODE = (
+    "tfcroloss/*.py", "models/*.py", "pipelines/files.py", "pipelines/data/dataset.py", "pipelines/data/inputs.py",
+    "pipelines/retrieval/__init__.py", "pipelines/retrieval/base.py", "pipelines/retrieval/exact.py",
+    "pipelines/training/*.py",
+)
+_NOT_TRAINING = {"keras3.py", "experiment.py", "tune.py"}  # another Keras's losses; reporting
 _PACKAGES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "tfcroloss")
 
 
@@ -91,18 +96,26 @@ def _git(*args: str) -> str | None:
 
 
 def code_digest() -> str:
-    """A digest of the training code's source files (``_TRAINING_CODE``), as they are on disk."""
+    """A digest of the training code's source files (``TRAINING_CODE``: the loss, model, inputs,
+    training, evaluation), as they are on disk; edits to, e.g., readers or serving do not count."""
     digest = hashlib.sha256()
-    for folder in _TRAINING_CODE:
-        for path in sorted((_PACKAGE_ROOT / folder).glob("*.py")):
-            if path.name != "experiment.py" and path.name != "tune.py":  # reporting, not training
-                digest.update(path.relative_to(_PACKAGE_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in _loaded_training_files():
+        digest.update(path.relative_to(_PACKAGE_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _loaded_training_files() -> list[Path]:
+    """The files whose content decides what a run trains and reports (``TRAINING_CODE``)."""
+    files = set()
+    for pattern in TRAINING_CODE:
+        files.update(path for path in _PACKAGE_ROOT.glob(pattern) if path.name not in _NOT_TRAINING)
+    return sorted(files)
 
 
 def code_identity() -> dict[str, Any]:
     """The commit, the uncommitted training-code files, and the training code's digest."""
-    dirty = _git("status", "--porcelain", "--", *_TRAINING_CODE)
+    dirty = _git("status", "--porcelain", "--", *(p.relative_to(_PACKAGE_ROOT).as_posix()
+                                                   for p in _loaded_training_files()))
     return {
         "commit": _git("rev-parse", "HEAD"),
         "uncommitted": sorted(line[3:] for line in dirty.splitlines()) if dirty else [],
