@@ -22,7 +22,7 @@ from tfcroloss.pipelines.serving.http import ModelWatcher, create_app
 from tfcroloss.pipelines.serving.index import build_version_index
 from tfcroloss.pipelines.serving.retriever import Retriever
 
-LIMITS = {"max_history": 20, "max_batch": 4, "max_id_length": 32, "max_body_bytes": 4096, "max_queue": 6}
+LIMITS = {"max_history": 20, "max_batch": 4, "max_id_length": 32, "max_body_bytes": 4096, "max_queue": 64}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ class BlockedRetriever:
 def test_a_full_queue_answers_503_and_health_stays_fast(version_dir, tokens, tmp_path):
     root = tmp_path / "tiny"
     shutil.copytree(version_dir, root / "1")
-    with serving(root) as (url, app):
+    with serving(root, max_queue=6) as (url, app):
         blocked = BlockedRetriever(app.state.watcher.current)
         app.state.watcher.current = blocked
         body = {"histories": [tokens[:3]] * 4, "k": 5}
