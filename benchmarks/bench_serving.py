@@ -1,26 +1,41 @@
-"""Latency and throughput of the HTTP service (`tfcroloss serve`) for top-100 requests.
+"""Throughput and latency of the HTTP service (`tfcroloss serve`) for top-100 requests.
 
-    python -m benchmarks.bench_serving [--quick]
+    python -m benchmarks.bench_serving [--quick] [--model DIR] [--seconds S]
 
 Builds a synthetic export without training: a two-tower model whose item table is the clustered
 32-d catalog of ``bench_evaluation`` (1.7M items; --quick: 200k) and an untrained user tower,
-exported and ScaNN-indexed as `tfcroloss export` / `tfcroloss index` would. The service runs in
-its own process on 127.0.0.1; this process is the client. Measures single-request latency
-(sequential requests, p50/p99) and throughput at a concurrency of 8 over a bounded number of
-requests. Prints one JSON object per result and writes benchmarks/results/serving[-quick].json.
+exported and ScaNN-indexed as `tfcroloss export` / `tfcroloss index` would (``--model`` reuses
+such a directory of versions). The service runs in its own process on 127.0.0.1.
+
+The load generator is ``wrk`` (Debian package ``wrk``: C, one thread, closed loop, POST bodies
+from a Lua table) when it is on the PATH, else an asyncio client (httpx). Both share the
+machine's cores with the service: that is what the figures include. Runs:
+
+- a concurrency sweep (1, 8, 32): requests/s, p50/p90/p99, failures (by status; 503s must carry
+  ``Retry-After``), the service's CPU time per request, and, alongside, ``/health`` probed every
+  20 ms (p50/p99/max);
+- the same load at concurrency 8 while a new version is exported (written under a hidden name and
+  renamed, as `tfcroloss export` does) and then the version's index is rebuilt with
+  `tfcroloss index --overwrite` in another process: the service must switch to both without a
+  failed request.
+
+Each record has the load average seen before and after. Prints one JSON object per result and
+writes benchmarks/results/serving[-quick].json with the git commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -32,13 +47,14 @@ from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
 from tfcroloss.pipelines.serving.export import export_model
 from tfcroloss.pipelines.serving.index import build_version_index
+from tfcroloss.pipelines.serving.version import list_versions
 
 RESULTS = Path(__file__).parent / "results"
 K = 100
 HISTORY_LENGTH = 20
 MAXLEN = 50
-CONCURRENCY = 8
-TARGET_P99_MS = 20.0
+CONCURRENCIES = (1, 8, 32)
+TARGETS = {"requests_per_second_at_8": 1000, "p99_ms_at_8": 5.0, "health_p99_ms_at_32": 50.0}
 
 
 def synthetic_export(root: Path, num_items: int, rng: np.random.Generator) -> Path:
@@ -75,113 +91,284 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 600) -> No
     raise TimeoutError("the service did not become healthy")
 
 
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2), "max_ms": round(max(values), 2)}
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {BODIES}
+local n = 0
+counts = {}
+no_retry_after = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])
+end
+response = function(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+  if status == 503 and headers["Retry-After"] == nil then no_retry_after = no_retry_after + 1 end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local statuses = {}
+  local missing = 0
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("counts")) do statuses[status] = (statuses[status] or 0) + count end
+    missing = missing + thread:get("no_retry_after")
+  end
+  local parts = {}
+  for status, count in pairs(statuses) do table.insert(parts, string.format('"%d": %d', status, count)) end
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %.3f, "statuses": {%s}, "503_without_retry_after": %d, '
+    .. '"socket_errors": %d, "p50_ms": %.3f, "p90_ms": %.3f, "p99_ms": %.3f, "max_ms": %.3f}\\n',
+    summary.requests, summary.duration / 1e6, table.concat(parts, ", "), missing,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000))
+end
+"""
+
+
+def run_wrk(url: str, bodies: list[str], concurrency: int, seconds: float, scratch: Path) -> dict:
+    script = scratch / "recommend.lua"
+    table = "{\n" + "\n".join(f"[==[{body}]==]," for body in bodies) + "\n}"
+    script.write_text(WRK_SCRIPT.replace("{BODIES}", table))
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), f"{url}/recommend"]
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr or run.stdout}")
+    output = run.stdout
+    result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    return result
+
+
+def run_asyncio(url: str, bodies: list[str], concurrency: int, seconds: float) -> dict:
+    """The fallback load generator: ``concurrency`` closed-loop clients on one event loop."""
+
+    async def main() -> dict:
+        latencies: list[float] = []
+        statuses: dict[str, int] = {}
+        missing, errors = 0, 0
+        stop = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
+
+            async def worker(number: int) -> None:
+                nonlocal missing, errors
+                sent = number
+                while time.perf_counter() < stop:
+                    body = bodies[sent % len(bodies)]
+                    sent += concurrency
+                    started = time.perf_counter()
+                    try:
+                        response = await client.post("/recommend", content=body, headers={"content-type": "application/json"})
+                    except httpx.HTTPError:
+                        errors += 1
+                        continue
+                    latencies.append(1000 * (time.perf_counter() - started))
+                    statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
+                    missing += response.status_code == 503 and "retry-after" not in response.headers
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(n) for n in range(concurrency)))
+            elapsed = time.perf_counter() - started
+        p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
+        return {
+            "requests": len(latencies), "seconds": round(elapsed, 3), "statuses": statuses,
+            "503_without_retry_after": missing, "socket_errors": errors, "p50_ms": round(float(p50), 3),
+            "p90_ms": round(float(p90), 3), "p99_ms": round(float(p99), 3), "max_ms": round(max(latencies), 3),
+        }
+
+    return asyncio.run(main())
+
+
+class HealthProbe:
+    """``GET /health`` every 20 ms on its own connection, in a thread, while load runs."""
+
+    def __init__(self, url: str):
+        self._url = url
+        self._stop = threading.Event()
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.versions: set[int] = set()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self._url, timeout=10) as client:
+            while not self._stop.wait(0.02):
+                started = time.perf_counter()
+                try:
+                    response = client.get("/health")
+                    self.versions.add(response.json()["model_version"])
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.latencies.append(1000 * (time.perf_counter() - started))
+                self.failures += not ok
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_run(url: str, bodies: list[str], concurrency: int, seconds: float, scratch: Path, server_pid: int) -> dict:
+    before, cpu_before = load_average(), cpu_seconds(server_pid)
+    with HealthProbe(url) as probe:
+        if shutil.which("wrk"):
+            result = {"load_generator": "wrk -t1", **run_wrk(url, bodies, concurrency, seconds, scratch)}
+        else:
+            result = {"load_generator": "asyncio httpx", **run_asyncio(url, bodies, concurrency, seconds)}
+    statuses = result["statuses"]
+    failed = sum(count for status, count in statuses.items() if status != "200") + result["socket_errors"]
+    return {
+        "concurrency": concurrency,
+        "requests_per_second": round(result["requests"] / result["seconds"], 1),
+        **{key: result[key] for key in ("requests", "p50_ms", "p90_ms", "p99_ms", "max_ms", "statuses", "socket_errors", "503_without_retry_after")},
+        "failed": failed,
+        "failed_other_than_503": failed - statuses.get("503", 0),
+        "server_cpu_ms_per_request": round(1000 * (cpu_seconds(server_pid) - cpu_before) / max(result["requests"], 1), 3),
+        "health": {"probes": len(probe.latencies), "failures": probe.failures, **percentiles(probe.latencies)},
+        "health_versions": sorted(probe.versions),
+        "load_generator": result["load_generator"],
+        "load_average_before": before,
+        "load_average_after": load_average(),
+    }
+
+
+def new_version(model_root: Path) -> Path:
+    """A copy of the latest version as the next one, renamed into place (as an export is)."""
+    latest = list_versions(model_root)[-1]
+    staging = model_root / f".{latest + 1}.tmp-bench"
+    shutil.copytree(model_root / str(latest), staging)
+    metadata_path = staging / "assets.extra" / "export.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata_path.write_text(json.dumps({**metadata, "version": latest + 1}))
+    os.replace(staging, model_root / str(latest + 1))
+    return model_root / str(latest + 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="200k items and fewer requests")
+    parser.add_argument("--quick", action="store_true", help="200k items and shorter runs")
+    parser.add_argument("--model", type=Path, help="reuse this directory of versions (made by an earlier run)")
+    parser.add_argument("--seconds", type=float, help="length of each load run (default 15; quick 5)")
     args = parser.parse_args()
     num_items = 200_000 if args.quick else 1_700_000
-    latency_requests = 300 if args.quick else 1000
-    throughput_requests = 400 if args.quick else 2000
+    seconds = args.seconds or (5 if args.quick else 15)
     rng = np.random.default_rng(0)
-    results = []
+    results: list[dict] = []
 
     def emit(record: dict) -> None:
         results.append(record)
         print(json.dumps(record), flush=True)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        started = time.perf_counter()
-        version = synthetic_export(Path(scratch) / "bench", num_items, rng)
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        model_root = scratch / "bench"
+        if args.model:
+            shutil.copytree(args.model, model_root, ignore=shutil.ignore_patterns(".*"))
+            num_items = json.loads((model_root / str(list_versions(model_root)[-1]) / "assets.extra" / "export.json").read_text())["num_items"]
+        else:
+            started = time.perf_counter()
+            synthetic_export(model_root, num_items, rng)
+            emit({"stage": "export+index", "num_items": num_items, "seconds": round(time.perf_counter() - started, 1)})
+        version = model_root / str(list_versions(model_root)[-1])
         index = json.loads((version / "index" / "build.json").read_text())
-        emit(
-            {
-                "stage": "export+index",
-                "num_items": num_items,
-                "seconds": round(time.perf_counter() - started, 1),
-                "index_params": index["params"],
-                f"agreement@{K}": index[f"agreement@{K}"],
-            }
-        )
+        emit({"stage": "index", "num_items": num_items, "params": index["params"], f"agreement@{K}": index[f"agreement@{K}"], "build_seconds": index["build_seconds"]})
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tfcroloss.pipelines.cli",
-                "serve",
-                "--model",
-                str(version.parent),
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
+        command = [sys.executable, "-m", "tfcroloss.pipelines.cli", "serve", "--model", str(model_root),
+                   "--port", str(port), "--log-level", "warning", "--poll-seconds", "1"]
+        server = subprocess.Popen(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         try:
             wait_healthy(url, server)
             bodies = [
-                {
-                    "history": [f"item{i}" for i in rng.integers(1, num_items + 1, HISTORY_LENGTH)],
-                    "k": K,
-                }
-                for _ in range(max(latency_requests, throughput_requests))
+                json.dumps({"history": [f"item{i}" for i in rng.integers(1, num_items + 1, HISTORY_LENGTH)], "k": K})
+                for _ in range(2000)
             ]
             with httpx.Client(base_url=url, timeout=30) as client:
-                for body in bodies[:20]:  # warm-up
-                    client.post("/recommend", json=body).raise_for_status()
-                latencies = []
-                for body in bodies[:latency_requests]:
-                    sent = time.perf_counter()
-                    client.post("/recommend", json=body).raise_for_status()
-                    latencies.append(1000 * (time.perf_counter() - sent))
-            p50, p99 = np.percentile(latencies, [50, 99])
-            emit(
-                {
-                    "stage": "latency",
-                    "num_items": num_items,
-                    "k": K,
-                    "requests": latency_requests,
-                    "p50_ms": round(float(p50), 2),
-                    "p99_ms": round(float(p99), 2),
-                    "target_p99_ms": TARGET_P99_MS,
-                    "meets_target": bool(p99 < TARGET_P99_MS),
-                }
-            )
+                for body in bodies[:50]:  # warm-up
+                    client.post("/recommend", content=body, headers={"content-type": "application/json"}).raise_for_status()
+            for concurrency in CONCURRENCIES:
+                emit({"stage": "sweep", "num_items": num_items, "k": K, **load_run(url, bodies, concurrency, seconds, scratch, server.pid)})
 
-            def worker(chunk: list[dict]) -> int:
-                with httpx.Client(base_url=url, timeout=30) as client:
-                    return sum(
-                        client.post("/recommend", json=body).status_code == 200 for body in chunk
-                    )
+            # Under load: a new version appears, then its index is rebuilt in another process.
+            def changes() -> None:
+                time.sleep(seconds / 6)
+                fresh = new_version(model_root)
+                time.sleep(seconds / 3)
+                subprocess.run(
+                    [sys.executable, "-m", "tfcroloss.pipelines.cli", "index", "--model", str(fresh), "-k", str(K),
+                     "--overwrite", "--sample-queries", "200"],
+                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True, capture_output=True,
+                )
 
-            chunks = [bodies[i:throughput_requests:CONCURRENCY] for i in range(CONCURRENCY)]
-            sent = time.perf_counter()
-            with ThreadPoolExecutor(CONCURRENCY) as pool:
-                succeeded = sum(pool.map(worker, chunks))
-            seconds = time.perf_counter() - sent
-            emit(
-                {
-                    "stage": "throughput",
-                    "num_items": num_items,
-                    "k": K,
-                    "concurrency": CONCURRENCY,
-                    "requests": throughput_requests,
-                    "succeeded": succeeded,
-                    "requests_per_second": round(throughput_requests / seconds, 1),
-                }
-            )
+            changer = threading.Thread(target=changes)
+            changer.start()
+            switch = load_run(url, bodies, 8, seconds * 4, scratch, server.pid)
+            changer.join()
+            metrics = httpx.get(f"{url}/metrics").text
+            loads = [line for line in metrics.splitlines() if line.startswith(("tfcroloss_model_version ", "tfcroloss_model_load_seconds "))]
+            emit({"stage": "version switch and index rebuild under load", "num_items": num_items, **switch, "metrics": loads})
         finally:
             server.terminate()
             server.wait(timeout=30)
 
+    sweep = {r["concurrency"]: r for r in results if r.get("stage") == "sweep"}
+    at8, at32 = sweep[8], sweep[32]
+    emit(
+        {
+            "summary": "targets at concurrency 8 and 32",
+            "requests_per_second_at_8": at8["requests_per_second"],
+            "p99_ms_at_8": at8["p99_ms"],
+            "failed_at_8": at8["failed"],
+            "failed_other_than_503_at_32": at32["failed_other_than_503"],
+            "health_p99_ms_at_32": at32["health"].get("p99_ms"),
+            "targets": TARGETS,
+            "met": bool(
+                at8["requests_per_second"] >= TARGETS["requests_per_second_at_8"]
+                and at8["p99_ms"] <= TARGETS["p99_ms_at_8"]
+                and at8["failed"] == 0
+                and at32["failed_other_than_503"] == 0
+                and at32["503_without_retry_after"] == 0
+                and at32["health"].get("p99_ms", 1e9) <= TARGETS["health_p99_ms_at_32"]
+            ),
+        }
+    )
     RESULTS.mkdir(exist_ok=True)
     name = "serving-quick.json" if args.quick else "serving.json"
-    (RESULTS / name).write_text(
-        json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2) + "\n"
-    )
+    payload = {"git_commit": git_commit(), "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}
+    (RESULTS / name).write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":
