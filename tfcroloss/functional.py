@@ -232,17 +232,38 @@ class SampledRankLossSpec(abc.ABC):
     def _row_loss(self, candidates: Candidates) -> Any:
         """``[batch]`` losses from prepared candidates (before masking NaN / empty rows)."""
 
+    # The constructor arguments that name a kernel (a name, or a callable saved by Keras).
+    _KERNEL_ARGUMENTS: tuple[str, ...] = ()
+
+    @staticmethod
+    def _serialize_kernel(kernel: Any) -> Any:
+        """A kernel as ``get_config`` stores it; the framework classes serialize callables."""
+        return kernel
+
+    @staticmethod
+    def _deserialize_kernel(config: Any) -> Any:
+        return config
+
     def _config(self) -> dict[str, Any]:
+        kernels_config = {name: self._serialize_kernel(getattr(self, name)) for name in self._KERNEL_ARGUMENTS}
         return {
             "num_items": self.num_items,
             "alpha": self.alpha,
             "margin": self.margin,
             "weighting": self.weighting,
+            **kernels_config,
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        kernels_config = {name: cls._deserialize_kernel(config[name]) for name in cls._KERNEL_ARGUMENTS}
+        return cls(**{**config, **kernels_config})
 
 
 class CROLossSpec(SampledRankLossSpec):
     """Eq. 16: ``log(N + 1) * W_alpha(R)`` with R from the rank estimator."""
+
+    _KERNEL_ARGUMENTS = ("kernel",)
 
     def _configure_kernel(self, kernel: Any) -> None:
         self._kernel_fn = self._kernel(kernel, "kernel", differentiable=True)
@@ -258,6 +279,8 @@ class CROLossSpec(SampledRankLossSpec):
 
 class LambdaCROLossSpec(SampledRankLossSpec):
     """Eq. 21-23: ``stop_gradient(lambda(R_phi1)) * R_phi2``."""
+
+    _KERNEL_ARGUMENTS = ("weight_kernel", "grad_kernel")
 
     def _configure_kernels(self, weight_kernel: Any, grad_kernel: Any) -> None:
         self._weight_kernel_fn = self._kernel(weight_kernel, "weight_kernel", differentiable=False)

@@ -79,14 +79,6 @@ def remove_accidental_hits(logits: Any, labels: Any, candidate_ids: Any) -> Any:
     return ops.where(hits, ops.full_like(logits, MASKED_LOGIT), logits)
 
 
-def _serialize_kernel(kernel: KernelSpec) -> Any:
-    return kernel if isinstance(kernel, str) else keras.saving.serialize_keras_object(kernel)
-
-
-def _deserialize_kernel(config: Any) -> KernelSpec:
-    return config if isinstance(config, str) else keras.saving.deserialize_keras_object(config)
-
-
 class _SampledRankLoss(SampledRankLossSpec, keras.losses.Loss):
     """Keras 3 plumbing for the family: reduction, name, dtype, config."""
 
@@ -113,6 +105,14 @@ class _SampledRankLoss(SampledRankLossSpec, keras.losses.Loss):
 
     def _float16_logits(self) -> bool:
         return getattr(self, "_float16_call", False)
+
+    @staticmethod
+    def _serialize_kernel(kernel: KernelSpec) -> Any:
+        return kernel if isinstance(kernel, str) else keras.saving.serialize_keras_object(kernel)
+
+    @staticmethod
+    def _deserialize_kernel(config: Any) -> KernelSpec:
+        return config if isinstance(config, str) else keras.saving.deserialize_keras_object(config)
 
     def get_config(self) -> dict[str, Any]:
         return {**keras.losses.Loss.get_config(self), **self._config()}
@@ -148,12 +148,6 @@ class CROLoss(CROLossSpec, _SampledRankLoss):
         super().__init__(num_items, alpha, margin, weighting, reduction, name, dtype)
         self._configure_kernel(kernel)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "kernel": _serialize_kernel(self.kernel)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> CROLoss:
-        return cls(**{**config, "kernel": _deserialize_kernel(config["kernel"])})
 
 
 @keras.saving.register_keras_serializable(package="tfcroloss")
@@ -181,20 +175,3 @@ class LambdaCROLoss(LambdaCROLossSpec, _SampledRankLoss):
     ):
         super().__init__(num_items, alpha, margin, weighting, reduction, name, dtype)
         self._configure_kernels(weight_kernel, grad_kernel)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight_kernel": _serialize_kernel(self.weight_kernel),
-            "grad_kernel": _serialize_kernel(self.grad_kernel),
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LambdaCROLoss:
-        return cls(
-            **{
-                **config,
-                "weight_kernel": _deserialize_kernel(config["weight_kernel"]),
-                "grad_kernel": _deserialize_kernel(config["grad_kernel"]),
-            }
-        )

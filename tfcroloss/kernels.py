@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tfcroloss import backends
+from tfcroloss.registry import unknown_name
 
 KernelFn = Callable[[Any], Any]
 
@@ -82,6 +83,5 @@ def get(identifier: str | KernelFn | Kernel, margin: float = 5.0, ops: Any = Non
         raise TypeError(f"kernel must be a name or a callable, got {identifier!r}")
     name = ALIASES.get(identifier.lower(), identifier.lower())
     if name not in NAMES:
-        valid = ", ".join(sorted(NAMES + tuple(ALIASES)))
-        raise ValueError(f"unknown kernel {identifier!r}; valid kernels: {valid}, or a callable")
+        raise ValueError(f"{unknown_name('kernel', identifier, sorted(NAMES + tuple(ALIASES)))}, or a callable")
     return _builders(ops or backends.tensorflow_ops(), float(margin))[name]

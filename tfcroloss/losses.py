@@ -33,14 +33,6 @@ KernelSpec = str | Callable[[tf.Tensor], tf.Tensor]
 _HALF = (tf.float16, tf.bfloat16)
 
 
-def _serialize_kernel(kernel: KernelSpec) -> Any:
-    return kernel if isinstance(kernel, str) else tf.keras.utils.serialize_keras_object(kernel)
-
-
-def _deserialize_kernel(config: Any) -> KernelSpec:
-    return config if isinstance(config, str) else tf.keras.utils.deserialize_keras_object(config)
-
-
 class _SampledRankLoss(SampledRankLossSpec, tf.keras.losses.Loss):
     """tf-keras plumbing for the family: reduction, name, config, half-precision result.
 
@@ -61,6 +53,14 @@ class _SampledRankLoss(SampledRankLossSpec, tf.keras.losses.Loss):
         if dtype is not None and tf.as_dtype(dtype) in _HALF:  # reduced in float32, cast once
             loss = tf.cast(loss, dtype)
         return loss
+
+    @staticmethod
+    def _serialize_kernel(kernel: KernelSpec) -> Any:
+        return kernel if isinstance(kernel, str) else tf.keras.utils.serialize_keras_object(kernel)
+
+    @staticmethod
+    def _deserialize_kernel(config: Any) -> KernelSpec:
+        return config if isinstance(config, str) else tf.keras.utils.deserialize_keras_object(config)
 
     def get_config(self) -> dict[str, Any]:
         return {**tf.keras.losses.Loss.get_config(self), **self._config()}
@@ -109,12 +109,6 @@ class CROLoss(CROLossSpec, _SampledRankLoss):
         super().__init__(num_items, alpha, margin, weighting, reduction, name)
         self._configure_kernel(kernel)
 
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "kernel": _serialize_kernel(self.kernel)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> CROLoss:
-        return cls(**{**config, "kernel": _deserialize_kernel(config["kernel"])})
 
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
@@ -150,20 +144,3 @@ class LambdaCROLoss(LambdaCROLossSpec, _SampledRankLoss):
     ):
         super().__init__(num_items, alpha, margin, weighting, reduction, name)
         self._configure_kernels(weight_kernel, grad_kernel)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight_kernel": _serialize_kernel(self.weight_kernel),
-            "grad_kernel": _serialize_kernel(self.grad_kernel),
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LambdaCROLoss:
-        return cls(
-            **{
-                **config,
-                "weight_kernel": _deserialize_kernel(config["weight_kernel"]),
-                "grad_kernel": _deserialize_kernel(config["grad_kernel"]),
-            }
-        )

@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from tfcroloss import backends
+from tfcroloss.registry import lookup
 
 # Rank estimates beyond exp(LOG_RANK_CAP) (about 1e26, far above any catalog
 # size) continue linearly instead of exponentially, so values stay finite.
@@ -84,6 +85,4 @@ _REGISTRY = {"power": PowerWeighting}
 
 def get(name: str) -> type[PowerWeighting]:
     """Returns the weighting class registered as ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown weighting {name!r}; valid weightings: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return lookup(_REGISTRY, name, "weighting")
