@@ -308,39 +308,64 @@ def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, 
         len(searched) * len(experiment.learning_rates) + len(set(references) - searched)
         + len(experiment.variants) * (len(experiment.seeds) - 1)
     )
-    results: dict[str, Any] = {}
     first = experiment.seeds[0]
-    for label in sorted(experiment.variants, key=lambda lb: references[lb] != lb):  # searches first
+    tuning: dict[str, dict[float, dict[str, Any]]] = {}
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    rates: dict[str, float] = {}
 
-        def one(lr: float, seed: int, label: str = label) -> dict[str, Any]:
-            return _run(experiment, label, lr, seed, progress, reuse_other_code, code)
+    def one(label: str, lr: float, seed: int) -> dict[str, Any]:
+        return _run(experiment, label, lr, seed, progress, reuse_other_code, code)
 
-        if references[label] == label:
-            tuning = {lr: one(lr, first) for lr in experiment.learning_rates}
-            best_lr = max(tuning, key=lambda lr: tuning[lr]["validation"][select_on])
-        else:
-            best_lr = given[label] if label in given else results[references[label]]["learning_rate"]
-            tuning = {best_lr: one(best_lr, first)}
-        runs = [tuning[best_lr]] + [one(best_lr, s) for s in experiment.seeds[1:]]
-        metrics = sorted(k for k in runs[0]["test"] if "@" in k)
-        foreign = sorted({json.dumps(r["code"], sort_keys=True) for r in [*tuning.values(), *runs] if "code" in r})
-        results[label] = {
-            "loss": experiment.variants[label],
-            "learning_rate": best_lr,
-            "learning_rate_from": references[label] or str(experiment.learning_rates_from),
-            "tuning": {f"{lr:g}": t["validation"][select_on] for lr, t in tuning.items()},
-            "validation": runs[0]["validation"],
-            "mean": {m: float(np.mean([r["test"][m] for r in runs])) for m in metrics},
-            "std": {m: float(np.std([r["test"][m] for r in runs], ddof=1)) if len(runs) > 1 else 0.0
-                    for m in metrics},
-            "seeds": {str(s): r["test"] for s, r in zip(experiment.seeds, runs, strict=True)},
-            "best_steps": {str(s): r.get("best_step") for s, r in zip(experiment.seeds, runs, strict=True)},
-        }
-        if foreign:
-            results[label]["reused_runs_of_other_code"] = [json.loads(f) for f in foreign]
-        ordered = {lb: results[lb] for lb in experiment.variants if lb in results}
-        write_report(experiment, ordered, provenance={**provenance(), **code})
-    return {lb: results[lb] for lb in experiment.variants}
+    def report() -> None:
+        results = {label: _summary(experiment, label, rates[label], references[label], tuning[label], runs[label])
+                   for label in experiment.variants if label in rates}
+        write_report(experiment, results, provenance={**provenance(), **code})
+
+    # 1. the learning-rate searches (seed 1); 2. every other variant's seed 1; 3. the other seeds,
+    # seed by seed: an interrupted experiment has the widest picture it could have.
+    for label in (lb for lb in experiment.variants if references[lb] == lb):
+        tuning[label] = {lr: one(label, lr, first) for lr in experiment.learning_rates}
+        rates[label] = max(tuning[label], key=lambda lr, lb=label: tuning[lb][lr]["validation"][select_on])
+        runs[label] = {first: tuning[label][rates[label]]}
+        report()
+    for label in (lb for lb in experiment.variants if references[lb] != lb):
+        rates[label] = given[label] if label in given else rates[references[label]]
+        tuning[label] = {rates[label]: one(label, rates[label], first)}
+        runs[label] = {first: tuning[label][rates[label]]}
+        report()
+    for seed in experiment.seeds[1:]:
+        for label in experiment.variants:
+            runs[label][seed] = one(label, rates[label], seed)
+            report()
+    return {label: _summary(experiment, label, rates[label], references[label], tuning[label], runs[label])
+            for label in experiment.variants}
+
+
+def _summary(experiment: Experiment, label: str, rate: float, reference: str,
+             tuning: dict[float, dict[str, Any]], runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One variant's entry in results.json: its rate, search, and test mean/std over the seeds run so far."""
+    select_on = experiment.base.evaluation.select_on
+    done = [seed for seed in experiment.seeds if seed in runs]
+    chosen = [runs[seed] for seed in done]
+    metrics = sorted(k for k in chosen[0]["test"] if "@" in k)
+    foreign = sorted({json.dumps(r["code"], sort_keys=True) for r in [*tuning.values(), *chosen] if "code" in r})
+    summary = {
+        "loss": experiment.variants[label],
+        "learning_rate": rate,
+        "learning_rate_from": reference or str(experiment.learning_rates_from),
+        "tuning": {f"{lr:g}": t["validation"][select_on] for lr, t in tuning.items()},
+        "validation": runs[experiment.seeds[0]]["validation"],
+        "mean": {m: float(np.mean([r["test"][m] for r in chosen])) for m in metrics},
+        "std": {m: float(np.std([r["test"][m] for r in chosen], ddof=1)) if len(chosen) > 1 else 0.0
+                for m in metrics},
+        "seeds": {str(s): r["test"] for s, r in zip(done, chosen, strict=True)},
+        "best_steps": {str(s): r.get("best_step") for s, r in zip(done, chosen, strict=True)},
+    }
+    if len(done) < len(experiment.seeds):
+        summary["incomplete"] = f"{len(done)} of {len(experiment.seeds)} seeds"
+    if foreign:
+        summary["reused_runs_of_other_code"] = [json.loads(f) for f in foreign]
+    return summary
 
 
 def read_results(path: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -363,7 +388,8 @@ def table_rows(results: dict[str, Any], metric: str = "recall") -> tuple[list[st
     rows = []
     for label, result in results.items():
         cells = [f"{100 * result['mean'][f'{metric}@{n}']:.2f} ± {100 * result['std'][f'{metric}@{n}']:.2f}" for n in ns]
-        rows.append([label, f"{result['learning_rate']:g}"] + cells)
+        shown = f"{label} ({result['incomplete']})" if result.get("incomplete") else label
+        rows.append([shown, f"{result['learning_rate']:g}"] + cells)
     return header, rows
 
 

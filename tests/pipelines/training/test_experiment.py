@@ -10,6 +10,14 @@ from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import experiment
 
 
+@pytest.fixture(autouse=True)
+def fixed_code_digest(monkeypatch):
+    """The working tree is shared: an edit elsewhere between two runs must not make a test refuse its own runs."""
+    from tfcroloss.pipelines.training import experiment as experiment_module
+
+    monkeypatch.setattr(experiment_module, "code_digest", lambda: "this-code")
+
+
 @pytest.fixture
 def spec_file(tiny_dataset, tmp_path):
     base = tiny_config(tiny_dataset, training={"max_steps": 20, "eval_every": 10})

@@ -9,6 +9,14 @@ from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import tune
 
 
+@pytest.fixture(autouse=True)
+def fixed_code_digest(monkeypatch):
+    """The working tree is shared: an edit elsewhere between two runs must not make a test refuse its own runs."""
+    from tfcroloss.pipelines.training import experiment as experiment_module
+
+    monkeypatch.setattr(experiment_module, "code_digest", lambda: "this-code")
+
+
 def test_suggestion_moves_alpha_down_as_n_grows_relative_to_the_catalog():
     alphas = [tune.suggest(n, 25_000)[1] for n in (5, 50, 500, 5000)]
     assert alphas == sorted(alphas, reverse=True)
