@@ -150,3 +150,39 @@ def tune_table(report: dict[str, Any]) -> str:
         f"Recommended (best on validation): {best['kernel']}, alpha {best['alpha']:g}, "
         f"learning rate {best['learning_rate']:g}.\n\n" + markdown_table(header, rows)
     )
+
+
+def alpha_curves(results: dict[str, Any]) -> dict[str, dict[float, dict[int, float]]]:
+    """``{kernel: {alpha: {N: mean test recall}}}`` of the plain CROLoss variants (no overrides) of an
+    experiment's results; softmax CE counts as the exponential kernel at alpha 1 (section 3.5)."""
+    curves: dict[str, dict[float, dict[int, float]]] = {}
+    for result in results.values():
+        loss = result["loss"]
+        if loss.get("overrides"):
+            continue
+        if loss["name"] == "softmax":
+            kernel, alpha = "exponential", 1.0
+        elif loss["name"] == "croloss" and "alpha" in loss and loss.get("kernel") in KERNELS:
+            kernel, alpha = loss["kernel"], float(loss["alpha"])
+        else:
+            continue
+        recall = {int(key.split("@")[1]): value for key, value in result["mean"].items() if key.startswith("recall@")}
+        curves.setdefault(kernel, {})[alpha] = recall
+    return curves
+
+
+def rule_error(curves: dict[str, dict[float, dict[int, float]]], num_items: int) -> list[dict[str, Any]]:
+    """For each kernel and N: the best measured alpha, the rule's alpha snapped to the nearest measured
+    one, and the Recall@N lost by taking the rule's (absolute and relative to the best)."""
+    rows = []
+    for kernel, by_alpha in sorted(curves.items()):
+        alphas = sorted(by_alpha)
+        for n in sorted(set.intersection(*(set(v) for v in by_alpha.values()))):
+            best = max(alphas, key=lambda a, n=n: by_alpha[a][n])
+            suggested = suggest(n, num_items)[1]
+            snapped = min(alphas, key=lambda a, s=suggested: (abs(a - s), a))
+            lost = by_alpha[best][n] - by_alpha[snapped][n]
+            rows.append({"kernel": kernel, "n": n, "best_alpha": best, "rule_alpha": suggested,
+                         "rule_alpha_measured": snapped, "recall_best": by_alpha[best][n],
+                         "recall_lost": lost, "relative_lost": lost / by_alpha[best][n] if by_alpha[best][n] else 0.0})
+    return rows

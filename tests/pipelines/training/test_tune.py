@@ -62,3 +62,21 @@ def test_tune_command(tiny_dataset, tmp_path, capsys):
     assert code == 0
     assert "recommended run config" in capsys.readouterr().out
     assert (tmp_path / "t" / "recommended.yaml").exists()
+
+
+def test_rule_error_measures_the_recall_lost_by_the_suggestion():
+    def result(name, recall, **loss):
+        return {"loss": {"name": name, **loss}, "mean": {"recall@10": recall, "recall@500": 1 - recall}}
+
+    results = {"a": result("softmax", 0.30), "b": result("croloss", 0.20, kernel="softplus", alpha=0.6),
+               "c": result("croloss", 0.25, kernel="softplus", alpha=2.0),
+               "d": result("croloss", 0.9, kernel="softplus", alpha=1.0, overrides={"negatives.mode": "in_batch"})}
+    curves = tune.alpha_curves(results)
+    assert curves == {"exponential": {1.0: {10: 0.30, 500: 0.70}},
+                      "softplus": {0.6: {10: 0.20, 500: 0.80}, 2.0: {10: 0.25, 500: 0.75}}}
+    rows = {(r["kernel"], r["n"]): r for r in tune.rule_error(curves, num_items=100_000)}
+    small = rows[("softplus", 10)]  # N/|I| = 1e-4: the rule says a large alpha
+    assert small["best_alpha"] == 2.0 and small["recall_lost"] == 0
+    large = rows[("softplus", 500)]
+    assert large["best_alpha"] == 0.6
+    assert large["recall_lost"] == pytest.approx(0.80 - 0.80 if large["rule_alpha_measured"] == 0.6 else 0.05)
