@@ -348,3 +348,25 @@ def test_tf_serving_errors(url, body, message):
     response = httpx.post(f"{url}/v1/models/tiny:predict", content=content)
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error"} and message in response.json()["error"]
+
+
+def test_serve_command_passes_its_limits(monkeypatch, tmp_path):
+    import uvicorn as uvicorn_module
+
+    from tfcroloss.pipelines.cli import build_parser
+    from tfcroloss.pipelines.serving import http
+
+    seen = {}
+    monkeypatch.setattr(http, "create_app", lambda root, **options: seen.update(root=root, **options) or "app")
+    monkeypatch.setattr(uvicorn_module, "run", lambda app, **options: seen.update(app=app, server=options))
+    args = build_parser().parse_args(
+        ["serve", "--model", str(tmp_path), "--max-body-bytes", "2048", "--max-queue", "300", "--batch-rows", "16",
+         "--batch-delay-ms", "0.5", "--max-id-length", "64", "--model-name", "books", "--port", "9"]
+    )
+    assert args.func(args) == 0
+    limits = seen["limits"]
+    assert (limits.max_body_bytes, limits.max_queue, limits.batch_rows, limits.batch_delay_ms, limits.max_id_length) == (
+        2048, 300, 16, 0.5, 64,
+    )
+    assert seen["model_name"] == "books" and seen["app"] == "app" and seen["server"]["port"] == 9
+    assert seen["server"]["host"] == "127.0.0.1" and seen["server"]["access_log"] is False
