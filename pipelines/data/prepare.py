@@ -133,8 +133,11 @@ def prepare(
     by_popularity = _codes_by_popularity(rows.items, len(log.item_tokens))
     item_id_of_code = np.zeros(len(log.item_tokens), np.int32)
     item_id_of_code[by_popularity] = np.arange(1, by_popularity.size + 1, dtype=np.int32)
-    rows = dataclasses.replace(rows, items=item_id_of_code[rows.items])
-    splits, kept_user_codes = _split(rows, config, log)
+    items = item_id_of_code[rows.items]
+    users = _UserSplit.of(rows, config, log)
+    del rows  # the row arrays of users and splits are not needed past this point: free them
+    splits = users.splits(items, config)
+    kept_user_codes = users.kept_codes
 
     num_items = int(by_popularity.size)
     settings = {
@@ -183,32 +186,42 @@ def _rating_mask(log: InteractionLog, min_rating: float) -> np.ndarray:
     return log.ratings >= min_rating
 
 
-def _split(rows: _Rows, config: PrepareConfig, log: InteractionLog) -> tuple[dict[str, Split], np.ndarray]:
-    """The train/valid/test splits of the kept users and the log's codes of those users.
+@dataclasses.dataclass(frozen=True)
+class _UserSplit:
+    """The kept users (the log's codes, in order of first appearance: a user's index is its rank
+    here), their interaction counts and their split, and the split of each row."""
 
-    A user's index is the rank of its first appearance among kept users; rows are already grouped
-    by it."""
-    user_lengths = np.bincount(rows.users, minlength=len(log.user_tokens))
-    kept_user_codes = np.flatnonzero(user_lengths)
-    user_lengths = user_lengths[kept_user_codes]
-    num_users = kept_user_codes.size
-    user_split = _split_users(rows.split, rows.users, kept_user_codes, config, log)
-    row_user_split = np.repeat(user_split, user_lengths)
-    splits = {}
-    for code, name in enumerate(SPLIT_NAMES):
-        members = np.flatnonzero(user_split == code)
-        offsets = np.zeros(members.size + 1, np.int64)
-        np.cumsum(user_lengths[members], out=offsets[1:])
-        splits[name] = Split(
-            user_index=members.astype(np.int64),
-            offsets=offsets,
-            items=rows.items[row_user_split == code] if members.size != num_users else rows.items,
-        )
-    if splits["train"].num_users == 0:
-        raise DataError(
-            f"no training user: {num_users} users kept, train_fraction={config.train_fraction}"
-        )
-    return splits, kept_user_codes
+    kept_codes: np.ndarray
+    lengths: np.ndarray
+    user_split: np.ndarray
+    row_split: np.ndarray
+
+    @classmethod
+    def of(cls, rows: _Rows, config: PrepareConfig, log: InteractionLog) -> _UserSplit:
+        lengths = np.bincount(rows.users, minlength=len(log.user_tokens))
+        kept_codes = np.flatnonzero(lengths)
+        lengths = lengths[kept_codes]
+        user_split = _split_users(rows.split, rows.users, kept_codes, config, log)
+        return cls(kept_codes, lengths, user_split, np.repeat(user_split, lengths))
+
+    def splits(self, items: np.ndarray, config: PrepareConfig) -> dict[str, Split]:
+        """The train/valid/test splits of ``items`` (each row's item id, rows grouped by user)."""
+        num_users = self.kept_codes.size
+        splits = {}
+        for code, name in enumerate(SPLIT_NAMES):
+            members = np.flatnonzero(self.user_split == code)
+            offsets = np.zeros(members.size + 1, np.int64)
+            np.cumsum(self.lengths[members], out=offsets[1:])
+            splits[name] = Split(
+                user_index=members.astype(np.int64),
+                offsets=offsets,
+                items=items[self.row_split == code] if members.size != num_users else items,
+            )
+        if splits["train"].num_users == 0:
+            raise DataError(
+                f"no training user: {num_users} users kept, train_fraction={config.train_fraction}"
+            )
+        return splits
 
 
 def _metadata(

@@ -333,6 +333,7 @@ def _read_delimited(
             raise _locate(source, names, columns, delimiter, quote, skip_rows, error) from None
         if table.num_rows == 0:
             raise DataError(f"{source.path}: empty file, no interactions")
+        table = table.unify_dictionaries()  # one dictionary per id column: checked once
         if _has_bad_values(table, columns):
             raise _locate(source, names, columns, delimiter, quote, skip_rows, None)
         if len(sources) > 1:
@@ -396,7 +397,8 @@ def _fields_problem(fields: list[str], names: list[str], columns: _Columns) -> s
 def _bad_tokens(tokens: pa.Array) -> pa.BooleanArray:
     """Where ``tokens`` (strings) are empty or hold a line break."""
     tokens = tokens.cast(pa.string())
-    return pc.or_(pc.equal(pc.utf8_length(tokens), 0), pc.match_substring_regex(tokens, "[\r\n]"))
+    breaks = pc.or_(pc.match_substring(tokens, "\n"), pc.match_substring(tokens, "\r"))
+    return pc.or_(pc.equal(pc.utf8_length(tokens), 0), breaks)
 
 
 def _has_bad_values(table: pa.Table, columns: _Columns) -> bool:
@@ -405,9 +407,8 @@ def _has_bad_values(table: pa.Table, columns: _Columns) -> bool:
     if any(not pc.all(pc.is_finite(table.column(name))).as_py() for name in columns.numeric):
         return True
     return any(
-        pc.any(_bad_tokens(chunk.dictionary)).as_py()
+        pc.any(_bad_tokens(table.column(name).chunk(0).dictionary)).as_py()
         for name in (columns.user, columns.item)
-        for chunk in table.column(name).chunks
     )
 
 
