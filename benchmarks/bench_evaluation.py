@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import git_commit
 from tfcroloss.metrics import retrieval_metrics, targets_from_lists
 from tfcroloss.pipelines.retrieval import agreement
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
@@ -105,7 +105,7 @@ def main() -> None:
             "k": K,
             "embeddings": "L2-normalised; Zipf(0.8)-sized clusters, centres in a 12-d subspace, noise 0.12",
             "cpu_cores": os.cpu_count(),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
             "timing": f"interleaved: {ROUNDS} rounds, each times exact and every ScaNN setting on the same users",
             "load_average_before": [round(v, 2) for v in os.getloadavg()],
         }
@@ -201,16 +201,6 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     name = "evaluation-quick.json" if args.quick else "evaluation.json"
     (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.provenance import git_commit
 from tfcroloss.pipelines.data.synthetic import PRESETS, write_synthetic
 
 RESULTS = Path(__file__).parent / "results" / "prepare.json"
@@ -131,17 +132,9 @@ def _result(name: str, mode: str, count: int, seconds: float, peak_bytes: int | 
     return result
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _store(mode: str, results: list[dict], *, baseline: str | None) -> None:
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    stored[mode] = {"commit": _commit(), "baseline_src": baseline, "results": results}
+    stored[mode] = {"commit": git_commit(), "baseline_src": baseline, "results": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")

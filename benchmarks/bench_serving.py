@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.bench_evaluation import DIM, clustered_embeddings
+from benchmarks.provenance import git_commit
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
 from tfcroloss.pipelines.serving.export import export_model
@@ -89,16 +90,6 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 600) -> No
             pass
         time.sleep(0.5)
     raise TimeoutError("the service did not become healthy")
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def load_average() -> list[float]:
