@@ -294,7 +294,7 @@ def _read_delimited(
 ) -> InteractionLog:
     """Read delimited files. ``header`` is a tuple of column names for headerless files, or
     ``"plain"``/``"recbole"`` for files whose first line names the columns."""
-    tables = []
+    tables, layouts = [], []
     for index, source in enumerate(sources):
         skip_rows = 0
         if isinstance(header, str):
@@ -333,15 +333,19 @@ def _read_delimited(
             raise _locate(source, names, columns, delimiter, quote, skip_rows, error) from None
         if table.num_rows == 0:
             raise DataError(f"{source.path}: empty file, no interactions")
-        table = table.unify_dictionaries()  # one dictionary per id column: checked once
-        if _has_bad_values(table, columns):
-            raise _locate(source, names, columns, delimiter, quote, skip_rows, None)
+        layouts.append((source, names, skip_rows))
         if len(sources) > 1:
             split = np.full(table.num_rows, index, np.int8)
             table = table.append_column("__split", pa.array(split))
         tables.append(table)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     log = _from_table(table, columns, [str(source.path) for source in sources])
+    if _has_bad_values(log):  # vectorised; only a bad log pays for the line scan
+        for source, names, skip_rows in layouts:
+            error = _locate(source, names, columns, delimiter, quote, skip_rows, None)
+            if error is not None:
+                raise error
+        raise DataError(f"{', '.join(log.sources)}: a timestamp, rating or id is not valid, on no line found")
     if len(sources) > 1:
         log.split = table.column("__split").to_numpy()
     return log
@@ -401,15 +405,12 @@ def _bad_tokens(tokens: pa.Array) -> pa.BooleanArray:
     return pc.or_(pc.equal(pc.utf8_length(tokens), 0), breaks)
 
 
-def _has_bad_values(table: pa.Table, columns: _Columns) -> bool:
-    """Whether the parsed ``table`` holds a non-finite number or a bad id: vectorised (ids over
-    their dictionaries), so only a bad file pays for the line scan that names the line."""
-    if any(not pc.all(pc.is_finite(table.column(name))).as_py() for name in columns.numeric):
-        return True
-    return any(
-        pc.any(_bad_tokens(table.column(name).chunk(0).dictionary)).as_py()
-        for name in (columns.user, columns.item)
-    )
+def _has_bad_values(log: InteractionLog) -> bool:
+    """Whether ``log`` holds a non-finite number or a bad id (checked on the vocabularies)."""
+    numbers = [log.timestamps] + ([log.ratings] if log.ratings is not None else [])
+    if not all(np.isfinite(values.min()) and np.isfinite(values.max()) for values in numbers):
+        return True  # min and max are NaN if any value is, and infinite if any value is
+    return any(pc.any(_bad_tokens(tokens)).as_py() for tokens in (log.user_tokens, log.item_tokens))
 
 
 def _locate(
@@ -420,9 +421,10 @@ def _locate(
     quote: bool,
     skip_rows: int,
     error: Exception | None,
-) -> DataError:
+) -> DataError | None:
     """The first bad line, as a ``DataError`` naming file and line (only on the error path, so a
-    Python scan is fine); ``error`` is what the fast reader said."""
+    Python scan is fine); ``error`` is what the fast reader said. None if the file has no bad line
+    and the reader said nothing."""
     line = 0
     try:
         with source.open_text() as stream:
@@ -441,7 +443,7 @@ def _locate(
     if line <= skip_rows:
         return DataError(f"{source.path}: empty file, no interactions")
     long_line = _first_long_line(source)
-    if long_line is not None:
+    if long_line is not None or error is None:
         return long_line
     return DataError(f"{source.path}: cannot parse: {error}")
 
