@@ -25,24 +25,28 @@ from tfcroloss.pipelines.training import config as config_lib
 KERNELS = ("sigmoid", "softplus", "exponential")
 ALPHAS = (0.6, 1.0, 1.4, 2.0)
 
-# The rule of thumb: alpha = ALPHA_AT_REFERENCE - ALPHA_SLOPE * log10((N / |I|) / REFERENCE_FRACTION),
-# clipped to [ALPHA_MIN, ALPHA_MAX]. Fitted in docs/choosing-alpha.md (with its measured error).
-REFERENCE_FRACTION = 1e-3
-ALPHA_AT_REFERENCE = 1.2
-ALPHA_SLOPE = 0.2
+# The rule of thumb: alpha = ALPHA_AT_ONE - ALPHA_SLOPE * log10(N * M / |I|), clipped to
+# [ALPHA_MIN, ALPHA_MAX] and rounded to 0.2. N * M / |I| is how many of the M sampled negatives a
+# positive at rank N has above it on average: where it is below 1 the loss must resolve ranks finer
+# than its sample does and a larger alpha pays; where it is large, a smaller one. Least-squares fit to the
+# best alphas of the sigmoid and softplus kernels in the paper's Table 3 and on NowPlaying at M = 256
+# (RMS residual 0.19 alpha; docs/results/rule-of-thumb/README.md has the data and the Recall lost).
+ALPHA_AT_ONE = 1.1
+ALPHA_SLOPE = 0.3
 ALPHA_MIN, ALPHA_MAX = 0.6, 2.0
 
 
-def suggest(n: int, num_items: int) -> tuple[str, float]:
-    """The rule of thumb's (kernel, alpha) for retrieving N of ``num_items``, without training.
+def suggest(n: int, num_items: int, negatives: int) -> tuple[str, float]:
+    """The rule of thumb's (kernel, alpha) for retrieving N of ``num_items`` with ``negatives``
+    sampled negatives per row (M), without training.
 
-    >>> suggest(50, 25_276)
+    >>> suggest(50, 25_276, negatives=256)
     ('softplus', 1.2)
     """
-    if n < 1 or num_items < 1:
-        raise ValueError(f"n and num_items must be >= 1, got n={n}, num_items={num_items}")
-    fraction = min(n, num_items) / num_items
-    alpha = ALPHA_AT_REFERENCE - ALPHA_SLOPE * math.log10(fraction / REFERENCE_FRACTION)
+    if n < 1 or num_items < 1 or negatives < 1:
+        raise ValueError(f"n, num_items and negatives must be >= 1, got {n}, {num_items}, {negatives}")
+    above = min(n, num_items) * negatives / num_items
+    alpha = ALPHA_AT_ONE - ALPHA_SLOPE * math.log10(above)
     alpha = min(ALPHA_MAX, max(ALPHA_MIN, alpha))
     return "softplus", round(alpha * 5) / 5  # on the 0.2 grid the experiments use
 
@@ -59,10 +63,11 @@ class Candidate:
 
 
 def candidates(
-    n: int, num_items: int, kernels: list[str], alphas: list[float], learning_rates: list[float], budget: int
+    n: int, num_items: int, negatives: int, kernels: list[str], alphas: list[float], learning_rates: list[float],
+    budget: int,
 ) -> list[Candidate]:
     """The grid, nearest the suggestion first (alpha distance, then kernel, then rate), cut to ``budget``."""
-    kernel, alpha = suggest(n, num_items)
+    kernel, alpha = suggest(n, num_items, negatives)
     grid = [Candidate(k, a, lr) for k, a, lr in itertools.product(kernels, alphas, learning_rates)]
     grid.sort(key=lambda c: (abs(c.alpha - alpha), c.kernel != kernel, kernels.index(c.kernel), c.learning_rate))
     return grid[:budget]
@@ -82,6 +87,7 @@ def tune(
     reuse_other_code: bool = False,
 ) -> dict[str, Any]:
     """Runs the search (or resumes it) and writes the recommendation; returns ``tune.json``'s content."""
+    from tfcroloss.models.two_tower import negatives_per_row
     from tfcroloss.pipelines.training.experiment import (
         Progress,
         code_identity,
@@ -100,7 +106,8 @@ def tune(
         raw["training"]["eval_every"] = min(raw["training"]["eval_every"], max_steps)
     base = config_lib.from_dict(raw, source="tune")
     rates = list(learning_rates or [base.training.learning_rate])
-    chosen = candidates(target_n, num_items, list(kernels), list(alphas), rates, budget)
+    negatives = negatives_per_row(base.negatives.mode, base.training.batch_size, base.negatives.per_positive)
+    chosen = candidates(target_n, num_items, negatives, list(kernels), list(alphas), rates, budget)
     code = code_identity()
     progress = Progress(len(chosen))
     rows = []
@@ -118,7 +125,7 @@ def tune(
                      "best_step": result["best_step"], "config": run_config.to_dict()})
     best = max(rows, key=lambda row: row["validation"])
     recommended = config_lib.from_dict(best["config"], source="tune")
-    suggestion = suggest(target_n, num_items)
+    suggestion = suggest(target_n, num_items, negatives)
     report = {
         "target_n": target_n,
         "metric": f"validation {metric}",
@@ -171,7 +178,8 @@ def alpha_curves(results: dict[str, Any]) -> dict[str, dict[float, dict[int, flo
     return curves
 
 
-def rule_error(curves: dict[str, dict[float, dict[int, float]]], num_items: int) -> list[dict[str, Any]]:
+def rule_error(curves: dict[str, dict[float, dict[int, float]]], num_items: int, negatives: int
+               ) -> list[dict[str, Any]]:
     """For each kernel and N: the best measured alpha, the rule's alpha snapped to the nearest measured
     one, and the Recall@N lost by taking the rule's (absolute and relative to the best)."""
     rows = []
@@ -179,7 +187,7 @@ def rule_error(curves: dict[str, dict[float, dict[int, float]]], num_items: int)
         alphas = sorted(by_alpha)
         for n in sorted(set.intersection(*(set(v) for v in by_alpha.values()))):
             best = max(alphas, key=lambda a, n=n: by_alpha[a][n])
-            suggested = suggest(n, num_items)[1]
+            suggested = suggest(n, num_items, negatives)[1]
             snapped = min(alphas, key=lambda a, s=suggested: (abs(a - s), a))
             lost = by_alpha[best][n] - by_alpha[snapped][n]
             rows.append({"kernel": kernel, "n": n, "best_alpha": best, "rule_alpha": suggested,

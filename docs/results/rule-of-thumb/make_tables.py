@@ -42,7 +42,7 @@ def main():
     lines += ["| data | kernel | N | N/|I| | N·M/|I| | best alpha (tested) | rule alpha | rule's measured alpha | Recall@N lost (points, %) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, curves, num_items, negatives in datasets():
-        for row in tune.rule_error(curves, num_items):
+        for row in tune.rule_error(curves, num_items, negatives):
             tested = sorted(curves[row["kernel"]])
             fraction = row["n"] / num_items
             lines.append(
@@ -57,11 +57,13 @@ def main():
     if points:
         x, k, y = (np.array([p[i] for p in points]) for i in range(3))
         print()
-        for label, v in (("log10(N/|I|)", x), ("log10(N·M/|I|)", k)):
-            slope, intercept = np.polyfit(v, y, 1)
-            residual = y - (slope * v + intercept)
-            print(f"- least squares, sigmoid and softplus, all data: alpha = {intercept:.2f} {slope:+.2f} * {label}; "
-                  f"RMS residual {np.sqrt(np.mean(residual ** 2)):.2f} over {len(y)} points")
+        keep = np.array(["ml-100k" not in p[5] for p in points])
+        for subset, mask in (("all data", np.ones_like(keep)), ("without ml-100k", keep)):
+            for label, v in (("log10(N/|I|)", x), ("log10(N·M/|I|)", k)):
+                slope, intercept = np.polyfit(v[mask], y[mask], 1)
+                residual = y[mask] - (slope * v[mask] + intercept)
+                print(f"- least squares, sigmoid and softplus, {subset}: alpha = {intercept:.2f} {slope:+.2f} * {label}; "
+                      f"RMS residual {np.sqrt(np.mean(residual ** 2)):.2f} over {int(mask.sum())} points")
         lost = np.array([p[4] for p in points])
         print(f"- the rule in tune.suggest, sigmoid and softplus: mean relative Recall@N lost {100 * lost.mean():.1f}%, "
               f"max {100 * lost.max():.1f}% over {len(lost)} (data, kernel, N) points")

@@ -18,16 +18,16 @@ def fixed_code_digest(monkeypatch):
 
 
 def test_suggestion_moves_alpha_down_as_n_grows_relative_to_the_catalog():
-    alphas = [tune.suggest(n, 25_000)[1] for n in (5, 50, 500, 5000)]
+    alphas = [tune.suggest(n, 25_000, 256)[1] for n in (5, 50, 500, 5000)]
     assert alphas == sorted(alphas, reverse=True)
     assert all(tune.ALPHA_MIN <= a <= tune.ALPHA_MAX for a in alphas)
-    with pytest.raises(ValueError, match="n and num_items"):
-        tune.suggest(0, 10)
+    with pytest.raises(ValueError, match="n, num_items and negatives"):
+        tune.suggest(0, 10, 5)
 
 
 def test_candidates_start_near_the_suggestion_and_respect_the_budget():
-    kernel, alpha = tune.suggest(20, 1000)
-    chosen = tune.candidates(20, 1000, ["sigmoid", "softplus"], [0.6, 1.0, 1.4, 2.0], [0.01, 0.02], budget=3)
+    kernel, alpha = tune.suggest(20, 1000, 64)
+    chosen = tune.candidates(20, 1000, 64, ["sigmoid", "softplus"], [0.6, 1.0, 1.4, 2.0], [0.01, 0.02], budget=3)
     assert len(chosen) == 3
     assert chosen[0].kernel == kernel and abs(chosen[0].alpha - alpha) == min(
         abs(a - alpha) for a in [0.6, 1.0, 1.4, 2.0])
@@ -74,8 +74,8 @@ def test_rule_error_measures_the_recall_lost_by_the_suggestion():
     curves = tune.alpha_curves(results)
     assert curves == {"exponential": {1.0: {10: 0.30, 500: 0.70}},
                       "softplus": {0.6: {10: 0.20, 500: 0.80}, 2.0: {10: 0.25, 500: 0.75}}}
-    rows = {(r["kernel"], r["n"]): r for r in tune.rule_error(curves, num_items=100_000)}
-    small = rows[("softplus", 10)]  # N/|I| = 1e-4: the rule says a large alpha
+    rows = {(r["kernel"], r["n"]): r for r in tune.rule_error(curves, num_items=100_000, negatives=100)}
+    small = rows[("softplus", 10)]  # N M / |I| = 0.01: the rule says a large alpha
     assert small["best_alpha"] == 2.0 and small["recall_lost"] == 0
     large = rows[("softplus", 500)]
     assert large["best_alpha"] == 0.6
