@@ -133,9 +133,10 @@ def prepare(
     by_popularity = _codes_by_popularity(rows.items, len(log.item_tokens))
     item_id_of_code = np.zeros(len(log.item_tokens), np.int32)
     item_id_of_code[by_popularity] = np.arange(1, by_popularity.size + 1, dtype=np.int32)
-    items = item_id_of_code[rows.items]
     users = _UserSplit.of(rows, config, log)
-    del rows  # the row arrays of users and splits are not needed past this point: free them
+    rows = dataclasses.replace(rows, users=None, split=None)  # freed before the items are mapped
+    items = item_id_of_code[rows.items]
+    del rows
     splits = users.splits(items, config)
     kept_user_codes = users.kept_codes
 
@@ -162,7 +163,7 @@ def prepare(
 class _Rows:
     """The interactions being prepared, as parallel arrays (``split`` only for pre-split input)."""
 
-    users: np.ndarray
+    users: np.ndarray | None
     items: np.ndarray
     times: np.ndarray | None
     split: np.ndarray | None
