@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                                    input_bytes=sides[name][0].stat().st_size,
                                    seconds_each=[round(s, 2) for s, _ in measured]))
             print(json.dumps(results[-1]), flush=True)
-    _store(mode, results, baseline=str(args.baseline_src) if args.baseline_src else None)
+    _store(mode, results, baseline=git_commit(args.baseline_src) if args.baseline_src else None)
     return 0
 
 
@@ -134,7 +134,7 @@ def _result(name: str, mode: str, count: int, seconds: float, peak_bytes: int | 
 
 def _store(mode: str, results: list[dict], *, baseline: str | None) -> None:
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    stored[mode] = {"commit": git_commit(), "baseline_src": baseline, "results": results}
+    stored[mode] = {"commit": git_commit(), "baseline_commit": baseline, "results": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")

@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 
-def git_commit() -> str:
-    """The checkout's HEAD commit (with ``+dirty`` when files differ from it), or "unknown"."""
-    root = Path(__file__).resolve().parents[1]
+def git_commit(root: Path | None = None) -> str:
+    """The HEAD commit of the checkout at ``root`` (this one by default), with ``+dirty`` when
+    tracked files differ from it, or "unknown"."""
+    root = root or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
