@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tfcroloss.pipelines.files import atomic_write_text
 from tfcroloss.pipelines.training import config as config_lib
 
@@ -180,17 +182,18 @@ def alpha_curves(results: dict[str, Any]) -> dict[str, dict[float, dict[int, flo
 
 def rule_error(curves: dict[str, dict[float, dict[int, float]]], num_items: int, negatives: int
                ) -> list[dict[str, Any]]:
-    """For each kernel and N: the best measured alpha, the rule's alpha snapped to the nearest measured
-    one, and the Recall@N lost by taking the rule's (absolute and relative to the best)."""
+    """For each kernel and N: the best measured alpha, the rule's alpha, the Recall@N at the rule's
+    alpha (linear between the two measured alphas around it, the nearest end outside them) and the
+    Recall@N lost by taking it instead of the best (absolute and relative to the best)."""
     rows = []
     for kernel, by_alpha in sorted(curves.items()):
         alphas = sorted(by_alpha)
         for n in sorted(set.intersection(*(set(v) for v in by_alpha.values()))):
             best = max(alphas, key=lambda a, n=n: by_alpha[a][n])
             suggested = suggest(n, num_items, negatives)[1]
-            snapped = min(alphas, key=lambda a, s=suggested: (abs(a - s), a))
-            lost = by_alpha[best][n] - by_alpha[snapped][n]
+            at_rule = float(np.interp(suggested, alphas, [by_alpha[a][n] for a in alphas]))
+            lost = by_alpha[best][n] - at_rule
             rows.append({"kernel": kernel, "n": n, "best_alpha": best, "rule_alpha": suggested,
-                         "rule_alpha_measured": snapped, "recall_best": by_alpha[best][n],
+                         "recall_best": by_alpha[best][n], "recall_at_rule": at_rule,
                          "recall_lost": lost, "relative_lost": lost / by_alpha[best][n] if by_alpha[best][n] else 0.0})
     return rows
