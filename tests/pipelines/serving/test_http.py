@@ -15,7 +15,6 @@ import pytest
 import tensorflow as tf
 import uvicorn
 
-from tfcroloss.pipelines.cli.serving import export_run
 from tfcroloss.pipelines.serving import version
 from tfcroloss.pipelines.serving.batching import Lookup, run_lookups
 from tfcroloss.pipelines.serving.http import ModelWatcher, create_app
@@ -23,13 +22,6 @@ from tfcroloss.pipelines.serving.index import build_version_index
 from tfcroloss.pipelines.serving.retriever import Retriever
 
 LIMITS = {"max_history": 20, "max_batch": 4, "max_id_length": 32, "max_body_bytes": 4096, "max_queue": 64}
-
-
-@pytest.fixture(scope="module")
-def version_dir(tiny_run, tmp_path_factory):
-    path = export_run(tiny_run, tmp_path_factory.mktemp("http") / "tiny")
-    build_version_index(path, k=20, sample_queries=50)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,6 @@ def run(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def version_dir(tiny_run, tmp_path_factory):
-    path = export_run(tiny_run, tmp_path_factory.mktemp("serving") / "tiny")
-    build_version_index(path, k=20, sample_queries=50)
-    return path
-
-
-@pytest.fixture(scope="module")
 def tokens(run):
     return list(run.dataset.item_tokens[1:])
 
