@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
-import uvicorn
 
+from tests.pipelines.serving.conftest import running
 from tfcroloss.pipelines.serving import version
 from tfcroloss.pipelines.serving.batching import Lookup, run_lookups
 from tfcroloss.pipelines.serving.http import ModelWatcher, create_app
@@ -38,19 +38,8 @@ def tokens(retriever):
 def serving(model_root, **options):
     """The app on 127.0.0.1 (a free port) in a background thread; yields (base URL, app)."""
     app = create_app(model_root, **{**LIMITS, **options})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with running(app) as url:
+        yield url, app
 
 
 @pytest.fixture(scope="module")

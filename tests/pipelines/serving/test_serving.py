@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
+from tests.pipelines.serving.conftest import running
 from tfcroloss.pipelines.cli.serving import export_run
 from tfcroloss.pipelines.serving import version
 from tfcroloss.pipelines.serving.http import create_app
@@ -93,19 +93,8 @@ def test_index_build_reports_agreement_and_refuses_a_foreign_model(version_dir, 
 def serving(model_root, **options):
     """The app on 127.0.0.1 (a free port) in a background thread; yields its base URL."""
     app = create_app(model_root, max_history=MAX_HISTORY, max_batch=4, **options)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with running(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
