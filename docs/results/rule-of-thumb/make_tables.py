@@ -17,9 +17,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
 # (label, results.json, catalog size, shared negatives per row)
 EXPERIMENTS = [
-    ("ml-100k (stale, caa569c)", RESULTS / "ml-100k" / "results.json", 1349, 640),
+    ("ml-100k", RESULTS / "ml-100k" / "results.json", 1349, 640),
     ("NowPlaying M=256", RESULTS / "nowplaying-1m" / "m256" / "results.json", 25276, 256),
-    ("NowPlaying M=2560 (partial)", RESULTS / "nowplaying-1m" / "m2560" / "results.json", 25276, 2560),
+    ("NowPlaying M=2560", RESULTS / "nowplaying-1m" / "m2560" / "results.json", 25276, 2560),
 ]
 
 
