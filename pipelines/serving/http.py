@@ -166,7 +166,9 @@ class ModelWatcher:
 
     A version is known by its number and the state of its files (``version_state``): a newer
     version, or new files in the version served (an index built or rebuilt), is loaded and
-    warmed, then swapped in. One that fails to load is tried again when its files change.
+    warmed, then swapped in. One that fails to load is tried again when its files change; one
+    whose index process ended (killed, out of memory) is loaded again. ``loader`` defaults to ``Retriever.load`` with the index in a child process (``IndexProcess``):
+    loading a ScaNN index holds the GIL for seconds, which would freeze the event loop.
     """
 
     def __init__(
@@ -174,7 +176,7 @@ class ModelWatcher:
         model_root: str | Path,
         *,
         poll_seconds: float = 10.0,
-        loader: Callable[[Path], Retriever] = Retriever.load,
+        loader: Callable[[Path], Retriever] | None = None,
         on_load: Callable[[Retriever, float], None] | None = None,
         on_failure: Callable[[], None] | None = None,
     ):
@@ -182,7 +184,7 @@ class ModelWatcher:
         self.poll_seconds = poll_seconds
         self.failed: tuple[int, str] | None = None
         """The latest version that failed to load, and why (until one loads)."""
-        self._loader = loader
+        self._loader = loader or _isolated_loader
         self._on_load = on_load or (lambda retriever, seconds: None)
         self._on_failure = on_failure or (lambda: None)
         self._stop = threading.Event()
@@ -213,7 +215,9 @@ class ModelWatcher:
         """Loads and switches to a newer version (or new files of the one served) if there is
         one; True if it switched."""
         key = self._latest_key()
-        if key is None or key == self._key or key == self._failed_key or key[0] < self._key[0]:
+        if key is not None and key == self._key and not self.current.alive:
+            logger.error("the index process of %s version %d ended; loading it again", self.model_root, key[0])
+        elif key is None or key == self._key or key == self._failed_key or key[0] < self._key[0]:
             return False
         try:
             retriever = self._load(key[0])
@@ -242,6 +246,10 @@ class ModelWatcher:
                 self.refresh()
             except Exception:  # e.g. the directory vanished; keep serving and keep polling
                 logger.exception("could not look for new versions under %s", self.model_root)
+
+
+def _isolated_loader(version_dir: Path) -> Retriever:
+    return Retriever.load(version_dir, isolate_index=True)
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -82,6 +82,16 @@ def build_version_index(
 def load_version_index(index_dir: Path, metadata: dict[str, Any]) -> tuple[RetrievalIndex, dict[str, Any]]:
     """The ScaNN index in ``index_dir`` and its ``build.json``, refused unless built from this
     version's embeddings (``metadata`` is the version's ``export.json``)."""
+    info = read_build_info(index_dir, metadata)
+    searcher = load_index(index_dir / SEARCHER_DIR)
+    if searcher.num_items != metadata["num_items"]:
+        raise FingerprintMismatch(f"{index_dir} indexes {searcher.num_items} items, the model {metadata['num_items']}")
+    return searcher, info
+
+
+def read_build_info(index_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The ``build.json`` of the ScaNN index in ``index_dir``, refused unless the index was built
+    from this version's embeddings."""
     build_file = index_dir / BUILD_FILE
     if not build_file.is_file():
         raise FileNotFoundError(f"{index_dir} holds no ScaNN index; build one with `tfcroloss index`")
@@ -92,7 +102,4 @@ def load_version_index(index_dir: Path, metadata: dict[str, Any]) -> tuple[Retri
             f"({info['fingerprint'][:19]}... != {metadata['fingerprint'][:19]}...); rebuild it with "
             "`tfcroloss index --overwrite`"
         )
-    searcher = load_index(index_dir / SEARCHER_DIR)
-    if searcher.num_items != metadata["num_items"]:
-        raise FingerprintMismatch(f"{index_dir} indexes {searcher.num_items} items, the model {metadata['num_items']}")
-    return searcher, info
+    return info

@@ -9,6 +9,7 @@ search. Scores are ``tau * cosine``, as in training.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,8 @@ from tfcroloss.pipelines.retrieval import (
     search_excluding,
 )
 from tfcroloss.pipelines.serving import INDEX_CHOICES
-from tfcroloss.pipelines.serving.index import load_version_index
+from tfcroloss.pipelines.serving.index import load_version_index, read_build_info
+from tfcroloss.pipelines.serving.index_process import IndexProcess
 from tfcroloss.pipelines.serving.version import (
     INDEX_DIR,
     SIGNATURE_USER,
@@ -67,20 +69,21 @@ class Retriever:
         self._tau = float(metadata["tau"])
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, index: str = "auto") -> Retriever:
+    def load(cls, path: str | os.PathLike, *, index: str = "auto", isolate_index: bool = False) -> Retriever:
         """Loads a version directory, or the latest version under a model directory.
 
         ``index``: "auto" (the version's ScaNN index if built, else exact), "exact" or "scann".
+        ``isolate_index`` opens and searches the index in a child process (``IndexProcess``), as
+        the HTTP service does, so that loading it never holds this process's GIL.
         """
         lookup(dict.fromkeys(INDEX_CHOICES), index, "index choice")
         version_dir = resolve_version(path)
         metadata = read_metadata(version_dir)
         index_dir = version_dir / INDEX_DIR
-        if index == "scann" or (index == "auto" and index_dir.is_dir()):
-            searcher, info = load_version_index(index_dir, metadata)
-        else:
-            embeddings = load_embeddings(version_dir, metadata)
-            searcher, info = build_index("exact", embeddings, catalog_ids(len(embeddings))), {"kind": "exact"}
+        scann = index == "scann" or (index == "auto" and index_dir.is_dir())
+        info = read_build_info(index_dir, metadata) if scann else {"kind": "exact"}
+        opener = functools.partial(open_index, os.fspath(version_dir), metadata, scann)
+        searcher = IndexProcess(opener) if isolate_index else opener()
         user_tower = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_USER]
         lines = (version_dir / TOKENS_PATH).read_text().split("\n")[: metadata["num_items"]]
         tokens = np.array(["", *lines])  # fixed-width unicode: index = item id
@@ -93,6 +96,11 @@ class Retriever:
     @property
     def num_items(self) -> int:
         return int(self.metadata["num_items"])
+
+    @property
+    def alive(self) -> bool:
+        """False once an isolated index's process has ended (lookups would fail)."""
+        return not isinstance(self.index, IndexProcess) or self.index.alive
 
     def recommend(self, history: Sequence[str], k: int = 100, exclude_history: bool = True) -> Recommendation:
         """Top ``k`` items for one history of raw item ids (oldest first)."""
@@ -160,6 +168,14 @@ class Retriever:
         if not public:
             return {**facts, "source": source, "path": str(self.version_dir), "index": self.index_info}
         return {**facts, "source": {key: _without_directories(value) for key, value in source.items()}, "index": self.index_info}
+
+
+def open_index(version_dir: str, metadata: dict[str, Any], scann: bool) -> RetrievalIndex:
+    """A version's ScaNN index (``scann``), or exact search over its item embeddings."""
+    if scann:
+        return load_version_index(Path(version_dir) / INDEX_DIR, metadata)[0]
+    embeddings = load_embeddings(Path(version_dir), metadata)
+    return build_index("exact", embeddings, catalog_ids(len(embeddings)))
 
 
 def _without_directories(value: Any) -> Any:

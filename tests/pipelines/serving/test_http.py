@@ -3,7 +3,9 @@ version reloads, and TensorFlow Serving's REST API (shapes from TF Serving's api
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -223,6 +225,20 @@ def test_a_half_copied_version_is_retried_and_a_rebuilt_index_picked_up(version_
     build_version_index(half, k=5, sample_queries=20, overwrite=True, partition=True, num_leaves=4, num_leaves_to_search=3)
     assert watcher.refresh()
     assert watcher.current.index_info["params"]["num_leaves_to_search"] == 3 != before
+    assert not watcher.refresh()
+
+
+def test_a_version_whose_index_process_ended_is_loaded_again(version_dir, tmp_path):
+    root = tmp_path / "tiny"
+    shutil.copytree(version_dir, root / "1")
+    watcher = ModelWatcher(root)
+    first = watcher.current
+    assert first.index.pid != os.getpid()  # the service's indexes live in a child process
+    os.kill(first.index.pid, signal.SIGKILL)
+    first.index._process.wait(timeout=10)
+    assert not first.alive
+    assert watcher.refresh() and watcher.current is not first and watcher.current.alive
+    assert watcher.current.recommend(["nope"], k=3).item_ids  # answers again
     assert not watcher.refresh()
 
 
