@@ -73,7 +73,8 @@ def main() -> None:
             for options in sweep:
                 searcher.search_batched_parallel(queries[:200], final_num_neighbors=K, **options)  # warm-up
                 (found, _), search_s = timed(
-                    lambda options=options: searcher.search_batched_parallel(queries, final_num_neighbors=K, **options))
+                    lambda options=options, searcher=searcher: searcher.search_batched_parallel(
+                        queries, final_num_neighbors=K, **options))
                 print(json.dumps({
                     "family": family, "num_leaves": leaves, "build_s": round(build_s, 1), **options,
                     "users_per_s": round(QUERIES / search_s), "speedup_vs_exact": round(exact_s / search_s, 1),
