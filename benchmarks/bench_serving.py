@@ -15,9 +15,9 @@ machine's cores with the service: that is what the figures include. Runs:
   ``Retry-After``), the service's CPU time per request, and, alongside, ``/health`` probed every
   20 ms (p50/p99/max);
 - the same load at concurrency 8 while a new version is exported (written under a hidden name and
-  renamed, as `tfcroloss export` does) and then the version's index is rebuilt with
-  `tfcroloss index --overwrite` in another process: the service must switch to both without a
-  failed request.
+  renamed, as `tfcroloss export` does), and in a second run while the version's index is rebuilt
+  with `tfcroloss index --overwrite` in another process on the same cores: the service must switch
+  to both without a failed request.
 
 Each record has the load average seen before and after. Prints one JSON object per result and
 writes benchmarks/results/serving[-quick].json with the git commit.
@@ -321,24 +321,30 @@ def main() -> None:
             for concurrency in CONCURRENCIES:
                 emit({"stage": "sweep", "num_items": num_items, "k": K, **load_run(url, bodies, concurrency, seconds, scratch, server.pid)})
 
-            # Under load: a new version appears, then its index is rebuilt in another process.
-            def changes() -> None:
-                time.sleep(seconds / 6)
-                fresh = new_version(model_root)
-                time.sleep(seconds / 3)
+            # Under load, in two runs so that each cost shows on its own: a new version appears
+            # (the service loads and swaps it), then the version's index is rebuilt by another process
+            # on the same cores (the service picks the new index up).
+            def switch() -> None:
+                time.sleep(seconds / 2)
+                new_version(model_root)
+
+            def rebuild() -> None:
+                time.sleep(seconds / 2)
                 subprocess.run(
-                    [sys.executable, "-m", "tfcroloss.pipelines.cli", "index", "--model", str(fresh), "-k", str(K),
-                     "--overwrite", "--sample-queries", "200"],
+                    [sys.executable, "-m", "tfcroloss.pipelines.cli", "index", "--model",
+                     str(model_root / str(list_versions(model_root)[-1])), "-k", str(K), "--overwrite", "--sample-queries", "200"],
                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=True, capture_output=True,
                 )
 
-            changer = threading.Thread(target=changes)
-            changer.start()
-            switch = load_run(url, bodies, 8, seconds * 4, scratch, server.pid)
-            changer.join()
-            metrics = httpx.get(f"{url}/metrics").text
-            loads = [line for line in metrics.splitlines() if line.startswith(("tfcroloss_model_version ", "tfcroloss_model_load_seconds "))]
-            emit({"stage": "version switch and index rebuild under load", "num_items": num_items, **switch, "metrics": loads})
+            for stage, change in (("version switch under load", switch), ("index rebuild under load", rebuild)):
+                changer = threading.Thread(target=change)
+                changer.start()
+                run = load_run(url, bodies, 8, seconds * 2, scratch, server.pid)
+                changer.join()
+                metrics = httpx.get(f"{url}/metrics").text
+                loads = [line for line in metrics.splitlines()
+                         if line.startswith(("tfcroloss_model_version ", "tfcroloss_model_load_seconds "))]
+                emit({"stage": stage, "num_items": num_items, **run, "metrics": loads})
         finally:
             server.terminate()
             server.wait(timeout=30)
