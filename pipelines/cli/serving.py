@@ -71,10 +71,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     # Lookups are batches of a few histories: one TensorFlow thread runs the user tower in half
-    # the time of a pool (measured: 0.13-0.19 ms vs 0.3-0.4 ms for 1-32 histories).
+    # the time of a pool (measured: 0.13-0.19 ms vs 0.3-0.4 ms for 1-32 histories). At least two
+    # inter-op threads, though: loading a new version runs seconds-long kernels (its id table's
+    # initialisation from the 1.7M-line asset took 3.3 s) that, on a single inter-op thread,
+    # held up every lookup of the version served.
     try:
         tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads and max(2, args.tf_threads))
     except RuntimeError:  # TensorFlow already started in this process: its pools stay
         pass
     from tfcroloss.pipelines.serving.http import create_app
@@ -144,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--batch-delay-ms", type=float, default=Limits.batch_delay_ms,
                        help="how long a lookup waits for others to share its batch")
     serve.add_argument("--tf-threads", type=int, default=1,
-                       help="TensorFlow intra- and inter-op threads (0: one per core)")
+                       help="TensorFlow intra-op threads, and inter-op threads (at least 2) (0: one per core)")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                        help="log every request (off: /metrics counts them)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
