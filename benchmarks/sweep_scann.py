@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from scann.scann_ops.py import scann_ops_pybind
 
 from benchmarks.bench_evaluation import K, clustered_embeddings
 from benchmarks.provenance import git_commit
 from tfcroloss.pipelines.retrieval import agreement
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
-from tfcroloss.pipelines.retrieval.scann import _scann_ops
 
 NUM_ITEMS = 1_700_000
 QUERIES = 2_000
@@ -46,12 +46,11 @@ def main() -> None:
     exact.search(queries[:64], K)  # warm-up
     (_, truth), exact_s = timed(lambda: exact.search(queries, K))
     print(json.dumps({"git_commit": git_commit(), "exact_users_per_s": round(QUERIES / exact_s, 1)}), flush=True)
-    ops = _scann_ops()
     root = round(np.sqrt(NUM_ITEMS))
     for leaves in (root, 2 * root):
 
         def tree(leaves: int = leaves, **options: float) -> object:
-            builder = ops.builder(items, K, "dot_product")
+            builder = scann_ops_pybind.builder(items, K, "dot_product")
             return builder.tree(num_leaves=leaves, num_leaves_to_search=50, training_sample_size=250_000, **options)
 
         searched = [leaves // 40, leaves // 25, leaves // 15]

@@ -149,7 +149,6 @@ class CROLoss(CROLossSpec, _SampledRankLoss):
         self._configure_kernel(kernel)
 
 
-
 @keras.saving.register_keras_serializable(package="tfcroloss")
 class LambdaCROLoss(LambdaCROLossSpec, _SampledRankLoss):
     """LambdaCROLoss for Keras 3; see ``tfcroloss.LambdaCROLoss``.

@@ -167,8 +167,9 @@ class ModelWatcher:
     A version is known by its number and the state of its files (``version_state``): a newer
     version, or new files in the version served (an index built or rebuilt), is loaded and
     warmed, then swapped in. One that fails to load is tried again when its files change; one
-    whose index process ended (killed, out of memory) is loaded again. ``loader`` defaults to ``Retriever.load`` with the index in a child process (``IndexProcess``):
-    loading a ScaNN index holds the GIL for seconds, which would freeze the event loop.
+    whose index process ended (killed, out of memory) is loaded again. ``loader`` defaults to
+    ``Retriever.load`` with the index in a child process (``IndexProcess``): loading a ScaNN
+    index holds the GIL for seconds, which would freeze the event loop.
     """
 
     def __init__(

@@ -99,12 +99,12 @@ def code_digest() -> str:
     """A digest of the training code's source files (``TRAINING_CODE``: the loss, model, inputs,
     training, evaluation), as they are on disk; edits to, e.g., readers or serving do not count."""
     digest = hashlib.sha256()
-    for path in _loaded_training_files():
+    for path in _training_files():
         digest.update(path.relative_to(_PACKAGE_ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def _loaded_training_files() -> list[Path]:
+def _training_files() -> list[Path]:
     """The files whose content decides what a run trains and reports (``TRAINING_CODE``)."""
     files = set()
     for pattern in TRAINING_CODE:
@@ -115,7 +115,7 @@ def _loaded_training_files() -> list[Path]:
 def code_identity() -> dict[str, Any]:
     """The commit, the uncommitted training-code files, and the training code's digest."""
     dirty = _git("status", "--porcelain", "--", *(p.relative_to(_PACKAGE_ROOT).as_posix()
-                                                   for p in _loaded_training_files()))
+                                                   for p in _training_files()))
     return {
         "commit": _git("rev-parse", "HEAD"),
         "uncommitted": sorted(line[3:] for line in dirty.splitlines()) if dirty else [],
