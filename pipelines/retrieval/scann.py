@@ -19,7 +19,7 @@ PARTITION_MIN_ITEMS = 20_000
 """Below this catalog size ScaNN scores every item (its docs' rule of thumb: 20k)."""
 AH_MAX_K = 200
 """From this k on, ScaNN scores the searched leaves exactly instead of with AH."""
-SEARCHED_FRACTION = {"ah": 0.05, "brute_force": 0.07}
+SEARCHED_FRACTION = {"ah": 0.04, "brute_force": 0.07}
 """Share of the leaves searched by default, per scoring method (see ``scann_parameters``)."""
 SCORINGS = ("ah", "brute_force")
 
@@ -35,13 +35,19 @@ def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
 
     Follows ScaNN's ``docs/algorithms.md``: no partitioning below ``PARTITION_MIN_ITEMS``
     items (brute force); above it a tree of about ``sqrt(n)`` leaves, searching a share of
-    them (``SEARCHED_FRACTION``) and at least enough for 20k candidates. Leaves are scored with
-    anisotropic hashing (``dimensions_per_block=2``, threshold 0.2) and exact re-scoring of
-    ``max(4k, 1000)`` candidates, except for ``k >= AH_MAX_K``: measured at k=500 on a
-    clustered 1.7M x 32 catalog (``benchmarks/bench_evaluation.py``), AH needs re-scoring
-    depths (0.96 agreement with exact top-500 at 4,000) that make it slower than scoring the
-    searched leaves exactly, which agreed 0.992 with 5% of the leaves searched and 0.999
-    with 10%; the default 7% aims at 0.995. Every entry can be overridden in ``ScannIndex``.
+    them (``SEARCHED_FRACTION``) and at least enough for 20k candidates. Chosen from
+    ``benchmarks/sweep_scann.py`` on a clustered 1.7M x 32 catalog
+    (``benchmarks/results/scann-sweep*.jsonl``):
+
+    - ``k < AH_MAX_K``: anisotropic hashing with one dimension per block (threshold 0.2) and
+      exact re-scoring of ``max(4k, 200)`` candidates, 4% of the leaves. At k=100 this agreed
+      0.995 with exact top-100 at 138 us per query in batches of 8; two dimensions per block
+      reached 0.96 at the same cost (re-scoring 800, 4-7% of the leaves).
+    - ``k >= AH_MAX_K``: exact scoring of 7% of the leaves. At k=500, AH needs re-scoring
+      depths that make it slower than scoring the searched leaves exactly, which agreed 0.993
+      with 5% of the leaves searched and 0.999 with 10%; 7% aims at 0.995.
+
+    Every entry can be overridden in ``ScannIndex``.
     """
     if num_items < 1 or k < 1:
         raise ValueError(f"num_items and k must be positive, got {num_items} and {k}.")
@@ -56,8 +62,8 @@ def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
         "num_leaves": num_leaves,
         "num_leaves_to_search": min(num_leaves, wanted_leaves),
         "training_sample_size": min(num_items, 250_000),
-        "reorder": max(4 * k, 1_000),
-        "dimensions_per_block": 2,
+        "reorder": max(4 * k, 200),
+        "dimensions_per_block": 1,
         "anisotropic_threshold": 0.2,
     }
 
@@ -86,8 +92,8 @@ class ScannIndex(RetrievalIndex):
         num_leaves_to_search: int | None = None,
         training_sample_size: int | None = None,
         reorder: int | None = None,
-        dimensions_per_block: int = 2,
-        anisotropic_threshold: float = 0.2,
+        dimensions_per_block: int | None = None,
+        anisotropic_threshold: float | None = None,
         k_default: int = 500,
     ):
         embeddings, ids = base.check_catalog(embeddings, ids)
