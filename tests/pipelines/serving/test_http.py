@@ -137,6 +137,49 @@ def test_a_large_body_is_refused_before_it_is_read(url):
     assert '{"error":"the request body exceeds 4096 bytes"}' in answer
 
 
+def test_the_fast_path_and_the_fastapi_route_answer_alike(version_dir, tokens, tmp_path):
+    """POST /recommend skips FastAPI (``_Service.fast_paths``); its FastAPI route, which the
+    OpenAPI schema documents, must give the same answers, headers and metrics."""
+    root = tmp_path / "tiny"
+    shutil.copytree(version_dir, root / "1")
+    bodies = [
+        json.dumps({"history": tokens[:4] + ["nope"], "k": 6}).encode(),
+        json.dumps({"history": ["a"], "k": "10"}).encode(),
+        b'{"history": ["\\ud800"]}',
+        json.dumps({"history": ["a" * 30] * 200}).encode(),
+    ]
+    answers = {}
+    with serving(root) as (url, app):
+        assert "/recommend" in httpx.get(f"{url}/openapi.json").json()["paths"]
+        for fast in (True, False):
+            if not fast:
+                app.fast_paths = {}
+            answers[fast] = [
+                httpx.post(f"{url}/recommend", content=body, headers={"content-type": "application/json"})
+                for body in bodies
+            ]
+        metrics = httpx.get(f"{url}/metrics").text
+    for fast, slow in zip(answers[True], answers[False], strict=True):
+        assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
+        assert fast.headers.get("content-type") == slow.headers.get("content-type") == "application/json"
+        assert fast.headers.get("connection") == slow.headers.get("connection")
+    assert [answer.status_code for answer in answers[True]] == [200, 422, 422, 413]
+    assert 'tfcroloss_http_requests_total{endpoint="recommend",status="200"} 2.0' in metrics
+    assert 'tfcroloss_http_request_errors_total{endpoint="recommend",status="413"} 2.0' in metrics
+
+
+def test_a_declared_large_body_to_recommend_is_refused_from_the_headers(url):
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        answer = connection.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert '{"detail":"the request body exceeds 4096 bytes"}' in answer
+
+
 class BlockedRetriever:
     """A Retriever whose user tower waits until ``release`` is set."""
 
