@@ -96,11 +96,15 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float], quantiles: tuple[int, ...] = (50, 99), digits: int = 2) -> dict[str, float]:
+    """``p50_ms``, ``p99_ms`` (or the ``quantiles`` asked for) and ``max_ms`` of latencies in ms."""
     if not values:
         return {}
-    p50, p99 = np.percentile(values, [50, 99])
-    return {"p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2), "max_ms": round(max(values), 2)}
+    found = np.percentile(values, quantiles)
+    return {
+        **{f"p{q}_ms": round(float(value), digits) for q, value in zip(quantiles, found, strict=True)},
+        "max_ms": round(max(values), digits),
+    }
 
 
 WRK_SCRIPT = """
@@ -183,11 +187,10 @@ def run_asyncio(url: str, bodies: list[str], concurrency: int, seconds: float) -
             started = time.perf_counter()
             await asyncio.gather(*(worker(n) for n in range(concurrency)))
             elapsed = time.perf_counter() - started
-        p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
         return {
             "requests": len(latencies), "seconds": round(elapsed, 3), "statuses": statuses,
-            "503_without_retry_after": missing, "socket_errors": errors, "p50_ms": round(float(p50), 3),
-            "p90_ms": round(float(p90), 3), "p99_ms": round(float(p99), 3), "max_ms": round(max(latencies), 3),
+            "503_without_retry_after": missing, "socket_errors": errors,
+            **percentiles(latencies, (50, 90, 99), digits=3),
         }
 
     return asyncio.run(main())
