@@ -184,7 +184,12 @@ class MicroBatcher:
 
     def _search_work(self) -> None:
         while (encoded := self._encoded.get()) is not None:
-            self._hand_over(search_lookups(encoded))
+            try:
+                outcomes = search_lookups(encoded)
+            except Exception as error:  # noqa: BLE001 - a bug fails its batch, not the stage
+                logger.exception("the search stage failed on a batch")
+                outcomes = [(lookup, None, error) for lookup in encoded.lookups]
+            self._hand_over(outcomes)
 
     def _hand_over(self, outcomes: list[tuple[Lookup, Any, BaseException | None]]) -> None:
         try:

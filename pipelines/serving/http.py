@@ -6,10 +6,10 @@ Endpoints (see docs/serving.md): ``POST /recommend``, ``POST /recommend/batch``,
 
 Lookups are micro-batched (``batching``): the requests waiting share one user-tower call and one
 index search, on worker threads, while the event loop keeps reading requests; ``/health`` never
-waits for lookups. ``POST /recommend``, the hot path, is answered by a plain ASGI handler ahead of
-FastAPI's middleware and routing (``_Service``). A bounded queue answers a burst beyond it with 503 and ``Retry-After``.
-Bodies are limited in size (413, refused before being read in full), ids in length, and types
-are strict (``k`` must be a JSON integer).
+waits for lookups. ``POST /recommend``, the hot path, is answered by a plain ASGI handler ahead
+of FastAPI's middleware and routing (``_Service``). A bounded queue answers a burst beyond it
+with 503 and ``Retry-After``. Bodies are limited in size (413, refused before being read in
+full), ids in length, and types are strict (``k`` must be a JSON integer).
 
 A background thread polls ``model_root`` for a newer version, or for a change in the files of
 the one served (an index added or rebuilt), loads and warms it fully, then swaps one
@@ -458,7 +458,8 @@ def create_app(
         ]
         return {"items": items, "unknown_ids": retriever.unknown_ids(history, rows.history_ids[row])}
 
-    async def recommend_json(body: bytes) -> Response:
+    async def answer_recommend(body: bytes) -> Response:
+        """What ``POST /recommend`` answers to ``body`` (raises ``ApiError``)."""
         parsed = parse(RecommendRequest, body)
         retriever = watcher.current
         check([parsed.history], parsed.k, retriever)
@@ -471,13 +472,13 @@ def create_app(
     @app.post("/recommend", openapi_extra=_body_schema(RecommendRequest))
     async def recommend(request: Request) -> Response:
         """Top ``k`` items for one history of raw item ids."""
-        return await recommend_json(await read_body(request))
+        return await answer_recommend(await read_body(request))
 
     async def recommend_fast(scope: dict, receive: Callable, send: Callable) -> None:
         """``recommend`` as a plain ASGI handler (see ``_Service``), metrics included."""
         started = time.perf_counter()
         try:
-            response = await recommend_json(await read_asgi_body(scope, receive))
+            response = await answer_recommend(await read_asgi_body(scope, receive))
         except ApiError as error:
             response = error_response("/recommend", error.status, error.message, error.headers)
         except Exception:

@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 
+from tfcroloss.pipelines.serving import batching
 from tfcroloss.pipelines.serving.batching import Lookup, MicroBatcher
 
 
@@ -66,3 +67,29 @@ def test_a_failing_user_tower_fails_only_its_batch():
     batcher.submit(Lookup(stub, [["good"]], 1, False, lambda retriever, rows: "answered"))
     batcher.stop()
     assert [type(error).__name__ if error else result for _, result, error in delivered] == ["RuntimeError", "answered"]
+
+
+def test_the_search_stage_survives_an_unexpected_error(monkeypatch):
+    stub = StubRetriever()
+    stub.overlapped = True
+    real_search_lookups, calls = batching.search_lookups, []
+
+    def search_lookups(encoded):
+        calls.append(encoded)
+        if len(calls) == 1:
+            raise ValueError("a bug")
+        return real_search_lookups(encoded)
+
+    monkeypatch.setattr(batching, "search_lookups", search_lookups)
+    delivered, answered = [], threading.Semaphore(0)
+
+    def deliver(outcomes):
+        delivered.extend(outcomes)
+        answered.release()
+
+    batcher = MicroBatcher(deliver, max_delay=0)
+    batcher.submit(Lookup(stub, [["a"]], 1, False, lambda retriever, rows: "never"))
+    assert answered.acquire(timeout=5)
+    batcher.submit(Lookup(stub, [["b"]], 1, False, lambda retriever, rows: "answered"))
+    batcher.stop()
+    assert [type(error).__name__ if error else result for _, result, error in delivered] == ["ValueError", "answered"]
