@@ -46,6 +46,23 @@ def test_the_user_tower_runs_on_the_next_batch_while_the_index_searches():
     ]
 
 
+def failed_then_answered(stub):
+    """Two lookups in turn (the second once the first is delivered): what each got, the
+    error's type name for a failure."""
+    delivered, answered = [], threading.Semaphore(0)
+
+    def deliver(outcomes):
+        delivered.extend(outcomes)
+        answered.release()
+
+    batcher = MicroBatcher(deliver, max_delay=0)
+    batcher.submit(Lookup(stub, [["bad"]], 1, False, lambda retriever, rows: "answered"))
+    assert answered.acquire(timeout=5)
+    batcher.submit(Lookup(stub, [["good"]], 1, False, lambda retriever, rows: "answered"))
+    batcher.stop()
+    return [type(error).__name__ if error else result for _, result, error in delivered]
+
+
 def test_a_failing_user_tower_fails_only_its_batch():
     class Failing(StubRetriever):
         def encode(self, histories):
@@ -55,23 +72,10 @@ def test_a_failing_user_tower_fails_only_its_batch():
 
     stub = Failing()
     stub.overlapped = True  # searches do not wait
-    delivered, answered = [], threading.Semaphore(0)
-
-    def deliver(outcomes):
-        delivered.extend(outcomes)
-        answered.release()
-
-    batcher = MicroBatcher(deliver, max_delay=0)
-    batcher.submit(Lookup(stub, [["bad"]], 1, False, lambda retriever, rows: "never"))
-    assert answered.acquire(timeout=5)
-    batcher.submit(Lookup(stub, [["good"]], 1, False, lambda retriever, rows: "answered"))
-    batcher.stop()
-    assert [type(error).__name__ if error else result for _, result, error in delivered] == ["RuntimeError", "answered"]
+    assert failed_then_answered(stub) == ["RuntimeError", "answered"]
 
 
 def test_the_search_stage_survives_an_unexpected_error(monkeypatch):
-    stub = StubRetriever()
-    stub.overlapped = True
     real_search_lookups, calls = batching.search_lookups, []
 
     def search_lookups(encoded):
@@ -81,15 +85,6 @@ def test_the_search_stage_survives_an_unexpected_error(monkeypatch):
         return real_search_lookups(encoded)
 
     monkeypatch.setattr(batching, "search_lookups", search_lookups)
-    delivered, answered = [], threading.Semaphore(0)
-
-    def deliver(outcomes):
-        delivered.extend(outcomes)
-        answered.release()
-
-    batcher = MicroBatcher(deliver, max_delay=0)
-    batcher.submit(Lookup(stub, [["a"]], 1, False, lambda retriever, rows: "never"))
-    assert answered.acquire(timeout=5)
-    batcher.submit(Lookup(stub, [["b"]], 1, False, lambda retriever, rows: "answered"))
-    batcher.stop()
-    assert [type(error).__name__ if error else result for _, result, error in delivered] == ["ValueError", "answered"]
+    stub = StubRetriever()
+    stub.overlapped = True
+    assert failed_then_answered(stub) == ["ValueError", "answered"]
