@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ from benchmarks.bench_evaluation import clustered_embeddings
 from benchmarks.provenance import git_commit
 from tfcroloss.pipelines.retrieval import agreement
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
+from tfcroloss.pipelines.retrieval.scann import search_batch_size
 
 NUM_ITEMS = 1_700_000
 QUERIES = 2_000
@@ -64,7 +64,7 @@ def main() -> None:
     exact.search(queries[:64], k)  # warm-up
     (_, truth), exact_s = timed(lambda: exact.search(queries, k))
     print(json.dumps({"git_commit": git_commit(), "k": k, "exact_users_per_s": round(QUERIES / exact_s, 1)}), flush=True)
-    batch = -(-QUERIES // (2 * (os.cpu_count() or 1)))  # two batches per core, as ScannIndex searches
+    batch = search_batch_size(QUERIES)  # as ScannIndex searches
     root = round(np.sqrt(NUM_ITEMS))
     for leaves in (root, 2 * root):
 

@@ -147,7 +147,7 @@ class ScannIndex(RetrievalIndex):
         if self.params["scoring"] == "ah":
             options["pre_reorder_num_neighbors"] = max(k, reorder or self.params["reorder"])
         positions, scores = self._searcher.search_batched_parallel(
-            queries, batch_size=_search_batch(len(queries)), **options
+            queries, batch_size=search_batch_size(len(queries)), **options
         )
         missing = np.isnan(scores)
         positions = np.where(missing, -1, positions.astype(np.int64))
@@ -175,7 +175,7 @@ class ScannIndex(RetrievalIndex):
         return index
 
 
-def _search_batch(num_queries: int) -> int:
+def search_batch_size(num_queries: int) -> int:
     """Queries per ScaNN batch: two batches per core, so that every core searches. ScaNN's
     default (256) searched a service's micro-batch of 4-8 queries on one core, and cost 20% more
     per query than batches of 2,500 for 10,000 queries over 1.7M items (k=500, 2 cores)."""

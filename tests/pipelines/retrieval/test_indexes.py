@@ -1,11 +1,13 @@
 """Tests for tfcroloss.pipelines.retrieval against a NumPy argsort reference."""
 
+import os
+
 import numpy as np
 import pytest
 
 from tfcroloss.pipelines.retrieval import agreement, build_index, load_index
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
-from tfcroloss.pipelines.retrieval.scann import ScannIndex, scann_parameters
+from tfcroloss.pipelines.retrieval.scann import ScannIndex, scann_parameters, search_batch_size
 
 
 def reference_top_k(embeddings, queries, k, ids=None):
@@ -132,3 +134,8 @@ def test_bad_arguments_raise():
         ScannIndex(embeddings, scoring="lut")
     with pytest.raises(ValueError, match="unique"):
         build_index("exact", embeddings, ids=np.array([1, 1, 2, 3]))
+
+
+def test_scann_searches_two_batches_per_core(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert [search_batch_size(n) for n in (1, 8, 10_000)] == [1, 2, 2_500]
