@@ -1,6 +1,6 @@
 """Throughput and latency of the HTTP service (`tfcroloss serve`) for top-100 requests.
 
-    python -m benchmarks.bench_serving [--quick] [--model DIR] [--seconds S]
+    python -m benchmarks.bench_serving [--quick] [--model DIR] [--seconds S] [--repeats N]
 
 Builds a synthetic export without training: a two-tower model whose item table is the clustered
 32-d catalog of ``bench_evaluation`` (1.7M items; --quick: 200k) and an untrained user tower,
@@ -13,7 +13,9 @@ machine's cores with the service: that is what the figures include. Runs:
 
 - a concurrency sweep (1, 8, 32): requests/s, p50/p90/p99, failures (by status; 503s must carry
   ``Retry-After``), the service's CPU time per request, and, alongside, ``/health`` probed every
-  20 ms (p50/p99/max);
+  20 ms (p50/p99/max); the concurrency-8 run is repeated (``--repeats``, spread over the sweep):
+  on a shared VM the same code's CPU time per request drifts by up to 2x from minute to minute,
+  so the targets are judged on every repeat, not on one lucky or unlucky run;
 - the same load at concurrency 8 while a new version is exported (written under a hidden name and
   renamed, as `tfcroloss export` does), and in a second run while the version's index is rebuilt
   with `tfcroloss index --overwrite` in another process on the same cores: the service must switch
@@ -266,6 +268,47 @@ def load_run(url: str, bodies: list[str], concurrency: int, seconds: float, scra
     }
 
 
+def sweep_order(repeats: int) -> list[int]:
+    """The concurrencies of the sweep, the run at 8 ``repeats`` times, spread among the others.
+
+    >>> sweep_order(3)
+    [8, 1, 8, 32, 8]
+    >>> sweep_order(1)
+    [1, 8, 32]
+    """
+    if repeats == 1:
+        return list(CONCURRENCIES)
+    return [8, 1, 8, 32] + [8] * (repeats - 2)
+
+
+def summarize(sweep: list[dict]) -> dict:
+    """The targets, judged on every run at concurrency 8 and on the run at 32."""
+    at8 = [run for run in sweep if run["concurrency"] == 8]
+    at32 = next(run for run in sweep if run["concurrency"] == 32)
+    met8 = [
+        run["requests_per_second"] >= TARGETS["requests_per_second_at_8"]
+        and run["p99_ms"] <= TARGETS["p99_ms_at_8"]
+        and run["failed"] == 0
+        for run in at8
+    ]
+    met32 = (
+        at32["failed_other_than_503"] == 0
+        and at32["503_without_retry_after"] == 0
+        and at32["health"].get("p99_ms", 1e9) <= TARGETS["health_p99_ms_at_32"]
+    )
+    return {
+        "summary": "targets at concurrency 8 (every repeat) and 32",
+        "requests_per_second_at_8": [run["requests_per_second"] for run in at8],
+        "p99_ms_at_8": [run["p99_ms"] for run in at8],
+        "failed_at_8": [run["failed"] for run in at8],
+        "met_at_8": f"{sum(met8)} of {len(met8)} runs",
+        "failed_other_than_503_at_32": at32["failed_other_than_503"],
+        "health_p99_ms_at_32": at32["health"].get("p99_ms"),
+        "targets": TARGETS,
+        "met": all(met8) and met32,
+    }
+
+
 def new_version(model_root: Path) -> Path:
     """A copy of the latest version as the next one, renamed into place (as an export is)."""
     latest = list_versions(model_root)[-1]
@@ -283,7 +326,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200k items and shorter runs")
     parser.add_argument("--model", type=Path, help="reuse this directory of versions (made by an earlier run)")
     parser.add_argument("--seconds", type=float, help="length of each load run (default 15; quick 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs at concurrency 8 (default 3)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     num_items = 200_000 if args.quick else 1_700_000
     seconds = args.seconds or (5 if args.quick else 15)
     rng = np.random.default_rng(0)
@@ -321,7 +367,7 @@ def main() -> None:
             with httpx.Client(base_url=url, timeout=30) as client:
                 for body in bodies[:50]:  # warm-up
                     client.post("/recommend", content=body, headers={"content-type": "application/json"}).raise_for_status()
-            for concurrency in CONCURRENCIES:
+            for concurrency in sweep_order(args.repeats):
                 emit({"stage": "sweep", "num_items": num_items, "k": K, **load_run(url, bodies, concurrency, seconds, scratch, server.pid)})
 
             # Under load, in two runs so that each cost shows on its own: a new version appears
@@ -352,27 +398,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
-    sweep = {r["concurrency"]: r for r in results if r.get("stage") == "sweep"}
-    at8, at32 = sweep[8], sweep[32]
-    emit(
-        {
-            "summary": "targets at concurrency 8 and 32",
-            "requests_per_second_at_8": at8["requests_per_second"],
-            "p99_ms_at_8": at8["p99_ms"],
-            "failed_at_8": at8["failed"],
-            "failed_other_than_503_at_32": at32["failed_other_than_503"],
-            "health_p99_ms_at_32": at32["health"].get("p99_ms"),
-            "targets": TARGETS,
-            "met": bool(
-                at8["requests_per_second"] >= TARGETS["requests_per_second_at_8"]
-                and at8["p99_ms"] <= TARGETS["p99_ms_at_8"]
-                and at8["failed"] == 0
-                and at32["failed_other_than_503"] == 0
-                and at32["503_without_retry_after"] == 0
-                and at32["health"].get("p99_ms", 1e9) <= TARGETS["health_p99_ms_at_32"]
-            ),
-        }
-    )
+    emit(summarize([r for r in results if r.get("stage") == "sweep"]))
     RESULTS.mkdir(exist_ok=True)
     name = "serving-quick.json" if args.quick else "serving.json"
     payload = {"git_commit": git_commit(), "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}
