@@ -74,7 +74,8 @@ class Retriever:
 
         ``index``: "auto" (the version's ScaNN index if built, else exact), "exact" or "scann".
         ``isolate_index`` opens and searches the index in a child process (``IndexProcess``), as
-        the HTTP service does, so that loading it never holds this process's GIL.
+        the HTTP service does for versions loaded while it answers, so that loading it never
+        holds this process's GIL.
         """
         lookup(dict.fromkeys(INDEX_CHOICES), index, "index choice")
         version_dir = resolve_version(path)

@@ -21,6 +21,7 @@ from tfcroloss.pipelines.serving import version
 from tfcroloss.pipelines.serving.batching import Lookup, run_lookups
 from tfcroloss.pipelines.serving.http import ModelWatcher, create_app
 from tfcroloss.pipelines.serving.index import build_version_index
+from tfcroloss.pipelines.serving.index_process import IndexProcess
 from tfcroloss.pipelines.serving.retriever import Retriever
 
 LIMITS = {"max_history": 20, "max_batch": 4, "max_id_length": 32, "max_body_bytes": 4096, "max_queue": 64}
@@ -263,16 +264,20 @@ def test_a_half_copied_version_is_retried_and_a_rebuilt_index_picked_up(version_
     assert not watcher.refresh()
 
 
-def test_a_version_whose_index_process_ended_is_loaded_again(version_dir, tmp_path):
+def test_versions_loaded_while_serving_get_an_index_process_that_is_reloaded_if_it_ends(version_dir, tmp_path):
     root = tmp_path / "tiny"
     shutil.copytree(version_dir, root / "1")
     watcher = ModelWatcher(root)
-    first = watcher.current
-    assert first.index.pid != os.getpid()  # the service's indexes live in a child process
-    os.kill(first.index.pid, signal.SIGKILL)
-    first.index._process.wait(timeout=10)
-    assert not first.alive
-    assert watcher.refresh() and watcher.current is not first and watcher.current.alive
+    assert not isinstance(watcher.current.index, IndexProcess)  # loaded before anything is answered
+    shutil.copytree(version_dir, root / "2")
+    assert watcher.refresh()
+    second = watcher.current
+    assert isinstance(second.index, IndexProcess) and second.index.pid != os.getpid()
+    os.kill(second.index.pid, signal.SIGKILL)
+    second.index._process.wait(timeout=10)
+    assert not second.alive
+    assert watcher.refresh() and watcher.current is not second and watcher.current.alive
+    assert isinstance(watcher.current.index, IndexProcess)
     assert watcher.current.recommend(["nope"], k=3).item_ids  # answers again
     assert not watcher.refresh()
 
