@@ -149,10 +149,12 @@ class ScannIndex(RetrievalIndex):
         positions, scores = self._searcher.search_batched_parallel(
             queries, batch_size=search_batch_size(len(queries)), **options
         )
+        positions = positions.astype(np.int64)  # ScaNN's are uint32
         missing = np.isnan(scores)
-        positions = np.where(missing, -1, positions.astype(np.int64))
-        scores = np.where(missing, -np.inf, scores).astype(np.float32)
-        return scores, positions
+        if missing.any():  # fewer than k candidates in the searched leaves
+            positions[missing] = -1
+            scores = np.where(missing, -np.inf, scores)
+        return scores.astype(np.float32, copy=False), positions
 
     def save(self, directory: str | os.PathLike) -> None:
         def write(path: Path) -> None:

@@ -139,3 +139,19 @@ def test_bad_arguments_raise():
 def test_scann_searches_two_batches_per_core(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert [search_batch_size(n) for n in (1, 8, 10_000)] == [1, 2, 2_500]
+
+
+def test_scann_marks_what_its_searched_leaves_cannot_fill(catalog):
+    embeddings, queries = catalog
+    ids = np.arange(1, len(embeddings) + 1)
+    index = ScannIndex(embeddings, ids, partition=True, scoring="brute_force", k_default=50)
+    k = 200  # more than one leaf of ~70 items holds
+    scores, found = index.search(queries, k, leaves_to_search=1)
+    missing = found == -1
+    assert missing.any() and not missing.all()
+    assert np.all(np.isneginf(scores[missing])) and np.all(np.isfinite(scores[~missing]))
+    assert np.all(missing[:, 1:] >= missing[:, :-1])  # found items first, then the gaps
+    rows, columns = np.nonzero(~missing)
+    np.testing.assert_allclose(
+        scores[rows, columns], np.sum(queries[rows] * embeddings[found[rows, columns] - 1], -1), atol=1e-5
+    )
