@@ -194,9 +194,8 @@ class ModelWatcher:
     rebuilt index, a reload) opens its index in a child process (``IndexProcess``). The first
     version, loaded before the service answers anything, opens it in this process: searching
     it there skips a process round trip per micro-batch (29% more requests/s at concurrency 8,
-    docs/serving.md). A restart (or a rolling deployment) brings a
-    switched service back to that path. ``loader(version_dir, isolate_index)`` defaults to
-    ``Retriever.load``.
+    docs/serving.md). A restart (or a rolling deployment) brings a switched service back to
+    that path. ``loader(version_dir, isolate_index)`` defaults to ``Retriever.load``.
     """
 
     def __init__(
@@ -363,31 +362,19 @@ def create_app(
         messages = [f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()]
         return error_response(request.url.path, 422, "; ".join(messages))
 
-    def check_declared_length(declared: str | None, invalid_status: int) -> None:
+    async def read_body(scope: dict, receive: Callable, invalid_status: int = 422) -> bytes:
+        """The body of an ASGI request (a route passes ``request.scope, request.receive``),
+        refused with 413 as soon as it is known to exceed the limit: from its declared length
+        before anything is read, else while it is read."""
+        limit = limits.max_body_bytes
+        too_large = ApiError(413, f"the request body exceeds {limit} bytes", {"Connection": "close"})
+        declared = next((value for key, value in scope["headers"] if key == b"content-length"), None)
         if declared is not None:
+            declared = declared.decode("latin-1")
             if not declared.isdigit():
                 raise ApiError(invalid_status, f"content-length must be a number of bytes, got {declared[:20]!r}")
-            if int(declared) > limits.max_body_bytes:
-                raise body_too_large()
-
-    def body_too_large() -> ApiError:
-        return ApiError(413, f"the request body exceeds {limits.max_body_bytes} bytes", {"Connection": "close"})
-
-    async def read_body(request: Request, invalid_status: int = 422) -> bytes:
-        """The body, refused with 413 as soon as it is known to exceed the limit."""
-        check_declared_length(request.headers.get("content-length"), invalid_status)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise body_too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def read_asgi_body(scope: dict, receive: Callable) -> bytes:
-        """``read_body`` for a plain ASGI request."""
-        declared = next((value for key, value in scope["headers"] if key == b"content-length"), None)
-        check_declared_length(None if declared is None else declared.decode("latin-1"), 422)
+            if int(declared) > limit:
+                raise too_large
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -395,8 +382,8 @@ def create_app(
                 raise ApiError(400, "the client closed the connection before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limits.max_body_bytes:
-                raise body_too_large()
+            if size > limit:
+                raise too_large
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
@@ -480,13 +467,13 @@ def create_app(
     @app.post("/recommend", openapi_extra=_body_schema(RecommendRequest))
     async def recommend(request: Request) -> Response:
         """Top ``k`` items for one history of raw item ids."""
-        return await answer_recommend(await read_body(request))
+        return await answer_recommend(await read_body(request.scope, request.receive))
 
     async def recommend_fast(scope: dict, receive: Callable, send: Callable) -> None:
         """``recommend`` as a plain ASGI handler (see ``_Service``), metrics included."""
         started = time.perf_counter()
         try:
-            response = await answer_recommend(await read_asgi_body(scope, receive))
+            response = await answer_recommend(await read_body(scope, receive))
         except ApiError as error:
             response = error_response("/recommend", error.status, error.message, error.headers)
         except Exception:
@@ -501,7 +488,7 @@ def create_app(
     @app.post("/recommend/batch", openapi_extra=_body_schema(BatchRecommendRequest))
     async def recommend_batch(request: Request) -> Response:
         """Top ``k`` items for each of several histories."""
-        parsed = parse(BatchRecommendRequest, await read_body(request))
+        parsed = parse(BatchRecommendRequest, await read_body(request.scope, request.receive))
         retriever = watcher.current
         if not 1 <= len(parsed.histories) <= limits.max_batch:
             raise ApiError(422, f"histories must hold 1..{limits.max_batch} histories, got {len(parsed.histories)}")
@@ -565,7 +552,7 @@ def create_app(
     async def predict(request: Request, model: str, version: str | None = None) -> Response:
         retriever = served(model, version)
         parsed = tf_serving.parse_predict(
-            await read_body(request, invalid_status=400),
+            await read_body(request.scope, request.receive, invalid_status=400),
             max_batch=limits.max_batch,
             max_history=limits.max_history,
             max_id_length=limits.max_id_length,
