@@ -10,10 +10,13 @@ are derived from it through these two functions. Pure Python, so any layer may u
 Traceback (most recent call last):
 ...
 ValueError: unknown tower 'lstm'; valid towers: mean, gru
+>>> unknown_name("key", "alpah", ["alpha", "kernel", "margin"])
+"unknown key 'alpah' (did you mean 'alpha'?); valid keys: alpha, kernel, margin"
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -21,8 +24,12 @@ T = TypeVar("T")
 
 
 def unknown_name(what: str, name: object, valid: Iterable[str], *, plural: str | None = None) -> str:
-    """The message for a name that is not one of ``valid``: what was given and what is allowed."""
-    return f"unknown {what} {name!r}; valid {plural or what + 's'}: {', '.join(valid)}"
+    """The message for a name that is not one of ``valid``: what was given, the closest valid name
+    if one is close, and what is allowed."""
+    valid = [str(v) for v in valid]
+    close = difflib.get_close_matches(name, valid, n=1) if isinstance(name, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {name!r}{hint}; valid {plural or what + 's'}: {', '.join(valid)}"
 
 
 def lookup(
