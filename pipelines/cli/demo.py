@@ -13,7 +13,6 @@ import argparse
 import time
 from pathlib import Path
 
-from tfcroloss.pipelines.cli.serving import export_run
 from tfcroloss.pipelines.data.dataset import PreparedDataset
 from tfcroloss.pipelines.data.prepare import prepare_file
 from tfcroloss.pipelines.data.synthetic import write_synthetic
@@ -84,6 +83,7 @@ def popularity_baseline(prepared: Path) -> dict:
 def serve_one_lookup(workdir: Path, prepared: Path) -> None:
     """Exports the CROLoss run, builds its ScaNN index and answers one lookup from the export."""
     from tfcroloss.pipelines.data.inputs import evaluation_samples
+    from tfcroloss.pipelines.publish import export_run
     from tfcroloss.pipelines.serving.index import build_version_index
     from tfcroloss.pipelines.serving.retriever import Retriever
 

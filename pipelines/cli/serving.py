@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from tfcroloss.pipelines.retrieval.scann import SCORINGS
@@ -12,21 +11,9 @@ from tfcroloss.pipelines.serving import INDEX_CHOICES
 from tfcroloss.pipelines.serving.limits import Limits
 
 
-def export_run(run_dir: str | os.PathLike, model_root: str | os.PathLike, *, version: int | None = None) -> Path:
-    """Exports the best weights of a trained run as ``model_root/<version>`` (the two phases meet
-    here: training's run directory in, serving's export out)."""
-    from tfcroloss.pipelines.serving.export import export_model
-    from tfcroloss.pipelines.training.run_directory import load_run
-
-    run = load_run(run_dir)
-    source = {"run": str(Path(run_dir).resolve()), "data": str(run.config.data.path)}
-    return export_model(
-        run.model, run.dataset.item_tokens, model_root,
-        maxlen=run.config.data.maxlen, source=source, version=version,
-    )
-
-
 def _export(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.publish import export_run
+
     print(export_run(args.run, args.output, version=args.version))
     return 0
 
@@ -70,17 +57,16 @@ def _serve(args: argparse.Namespace) -> int:
     import tensorflow as tf
     import uvicorn
 
-    # Lookups are batches of a few histories: one TensorFlow thread runs the user tower in half
-    # the time of a pool (measured: 0.13-0.19 ms vs 0.3-0.4 ms for 1-32 histories). At least two
-    # inter-op threads, though: loading a new version runs seconds-long kernels (its id table's
-    # initialisation from the 1.7M-line asset took 3.3 s) that, on a single inter-op thread,
-    # held up every lookup of the version served.
+    # Lookups are batches of a few histories: one TensorFlow thread runs the user tower faster
+    # than a pool. At least two inter-op threads, though: loading a new version runs long kernels
+    # (its id table's initialisation) that, on a single inter-op thread, held up every lookup of
+    # the version served (docs/serving.md, "How lookups run").
     try:
         tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads and max(2, args.tf_threads))
     except RuntimeError:  # TensorFlow already started in this process: its pools stay
         pass
-    from tfcroloss.pipelines.serving.http import create_app
+    from tfcroloss.pipelines.serving.app import create_app
 
     limits = Limits(
         max_history=args.max_history,

@@ -40,12 +40,12 @@ def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
     (``benchmarks/results/scann-sweep*.jsonl``):
 
     - ``k < AH_MAX_K``: anisotropic hashing with one dimension per block (threshold 0.2) and
-      exact re-scoring of ``max(4k, 200)`` candidates, 4% of the leaves. At k=100 this agreed
-      0.995 with exact top-100 at 138 us per query in batches of 8; two dimensions per block
-      reached 0.96 at the same cost (re-scoring 800, 4-7% of the leaves).
-    - ``k >= AH_MAX_K``: exact scoring of 7% of the leaves. At k=500, AH needs re-scoring
-      depths that make it slower than scoring the searched leaves exactly, which agreed 0.993
-      with 5% of the leaves searched and 0.999 with 10%; 7% aims at 0.995.
+      exact re-scoring of ``max(4k, 200)`` candidates, 4% of the leaves (two dimensions per
+      block agreed less with exact top-k at the same cost).
+    - ``k >= AH_MAX_K``: exact scoring of 7% of the leaves: at large k, AH needs re-scoring
+      depths that make it slower than scoring the searched leaves exactly.
+
+    The agreement and cost of each choice are in docs/serving.md ("ScaNN's parameters").
 
     Every entry can be overridden in ``ScannIndex``.
     """
@@ -179,8 +179,8 @@ class ScannIndex(RetrievalIndex):
 
 def search_batch_size(num_queries: int) -> int:
     """Queries per ScaNN batch: two batches per core, so that every core searches. ScaNN's
-    default (256) searched a service's micro-batch of 4-8 queries on one core, and cost 20% more
-    per query than batches of 2,500 for 10,000 queries over 1.7M items (k=500, 2 cores)."""
+    default (256) searched a service's micro-batch of 4-8 queries on one core, and cost more per
+    query on large query sets too (docs/serving.md)."""
     return math.ceil(num_queries / (2 * (os.cpu_count() or 1)))
 
 

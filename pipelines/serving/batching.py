@@ -7,9 +7,9 @@ threads form a pipeline. The first takes every lookup waiting (up to ``max_rows`
 waiting at most ``max_delay`` seconds after the oldest for more to arrive) and runs the user tower
 once for all their histories; the second searches once per distinct ``(k, exclude_history)`` and
 hands each lookup its rows (``Lookup.finish``), which turns them into the response. So the user
-tower runs on one batch while the index searches the previous one (at concurrency 8 over 1.7M
-items: 2,200 -> 2,400 requests/s, p50 3.6 -> 3.2 ms). TensorFlow and ScaNN release the GIL, so
-the HTTP event loop keeps parsing requests meanwhile.
+tower runs on one batch while the index searches the previous one (docs/serving.md has the
+gain). TensorFlow and ScaNN release the GIL, so the HTTP event loop keeps parsing requests
+meanwhile.
 
 The queue is bounded (``max_queue`` histories): ``submit`` raises ``Overloaded`` beyond it, so a
 burst gets fast refusals instead of an unbounded wait.

@@ -1,7 +1,7 @@
 """A retrieval index that lives in a child process: ``IndexProcess(opener)``.
 
 The HTTP service opens every version's index this way. Loading a ScaNN searcher holds Python's
-GIL for its whole duration (1.2 s for 1.7M items, measured), which would freeze the service's event
+GIL for its whole duration (docs/serving.md has the figures), which would freeze the service's event
 loop and every request in flight; loaded in a child process it freezes nothing, while the parent
 waits on a pipe. Searches then cross the pipe: one round trip per micro-batch, the queries and
 the results pickled (a few kilobytes). The child ends when the ``IndexProcess`` is collected (the
@@ -159,7 +159,7 @@ def _portable(error: BaseException) -> BaseException:
 
 def _stop(process: subprocess.Popen, connection: Connection) -> None:
     """Tells the child to end and returns at once: this runs in whichever thread drops the last
-    reference, possibly the service's event loop, and a child's exit took 0.8 s. A daemon thread
+    reference, possibly the service's event loop, and a child's exit is slow. A daemon thread
     waits for it (and kills it if it does not end)."""
     try:
         connection.send(None)

@@ -175,8 +175,8 @@ def read_tokens(path: Path, num_items: int) -> np.ndarray:
     array (indexed by item-id arrays in one step).
 
     Read and split in 256 KiB blocks: a service reads a new version's file while it answers
-    requests, and one ``split`` of the whole file (1.7M ids) held the GIL for 0.3 s (and a
-    fixed-width string array of them 0.2 s more; the object array takes 30 ms).
+    requests, and one ``split`` of a large catalog's whole file (or a fixed-width string array
+    of its ids) holds the GIL long enough to stall them (docs/serving.md).
     """
     tokens, tail = [""], ""
     with open(path, encoding="utf-8") as file:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from tfcroloss.pipelines.cli.serving import export_run
+from tfcroloss.pipelines.publish import export_run
 from tfcroloss.pipelines.serving.index import build_version_index
 
 

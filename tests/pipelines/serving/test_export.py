@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcroloss.pipelines.cli.serving import export_run
+from tfcroloss.pipelines.publish import export_run
 from tfcroloss.pipelines.serving import export, version
 from tfcroloss.pipelines.training.run_directory import load_run
 

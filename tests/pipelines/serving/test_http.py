@@ -1,5 +1,8 @@
 """The HTTP service under bad input and load: strict types, limits, a bounded queue, metrics,
-version reloads, and TensorFlow Serving's REST API (shapes from TF Serving's api_rest.md)."""
+version reloads, and TensorFlow Serving's REST API (shapes from TF Serving's api_rest.md).
+
+Most tests serve a ``FakeRetriever`` (no model, no TensorFlow); those that compare answers with
+the model's own, or load versions from disk, serve the tiny run's export."""
 
 import contextlib
 import json
@@ -18,11 +21,12 @@ import tensorflow as tf
 
 from tests.pipelines.serving.conftest import running
 from tfcroloss.pipelines.serving import version
+from tfcroloss.pipelines.serving.app import create_app
 from tfcroloss.pipelines.serving.batching import Lookup, run_lookups
-from tfcroloss.pipelines.serving.http import ModelWatcher, create_app
 from tfcroloss.pipelines.serving.index import build_version_index
 from tfcroloss.pipelines.serving.index_process import IndexProcess
 from tfcroloss.pipelines.serving.retriever import Retriever
+from tfcroloss.pipelines.serving.watcher import ModelWatcher
 
 LIMITS = {"max_history": 20, "max_batch": 4, "max_id_length": 32, "max_body_bytes": 4096, "max_queue": 64}
 
@@ -54,6 +58,86 @@ def service(version_dir):
 @pytest.fixture(scope="module")
 def url(service):
     return service[0]
+
+
+class FakeRetriever:
+    """What the service uses of a ``Retriever``, for a catalog of ``item1``..``item100``: an
+    item scores the number of times the history holds it, ties broken towards lower ids."""
+
+    num_items = 100
+    index_info = {"kind": "fake"}
+    alive = True
+
+    def __init__(self, version_dir, isolate_index=False):
+        self.version_dir = version_dir
+        self.version = int(version_dir.name)
+        self._tokens = np.array(["", *(f"item{i}" for i in range(1, self.num_items + 1))], dtype=object)
+        self._ids = {token: i for i, token in enumerate(self._tokens) if i}
+
+    def encode(self, histories):
+        history_ids = np.zeros((len(histories), max(map(len, histories))), np.int64)
+        for row, history in enumerate(histories):
+            history_ids[row, : len(history)] = [self._ids.get(token, 0) for token in history]
+        users = np.zeros((len(histories), self.num_items + 1), np.float32)
+        np.add.at(users, (np.arange(len(histories))[:, None], history_ids), 1.0)
+        return users[:, 1:], history_ids
+
+    def search(self, users, k, exclude=None):
+        scores = users - np.arange(self.num_items) / 1000
+        if exclude is not None:
+            for row, ids in enumerate(exclude):
+                scores[row, ids[ids > 0] - 1] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(scores, order, axis=1)
+        return top, np.where(np.isfinite(top), order + 1, -1)
+
+    def recommend_batch(self, histories, k):  # the watcher's warm-up
+        return self.search(self.encode(histories)[0], k)
+
+    def item_tokens(self, item_ids):
+        return self._tokens[item_ids[item_ids > 0]].tolist()
+
+    def tokens(self, item_ids):
+        return self._tokens[np.maximum(item_ids, 0)]
+
+    def unknown_ids(self, history, history_ids):
+        return [history[i] for i in np.flatnonzero(history_ids[: len(history)] == 0)]
+
+    def describe(self, *, public=False):
+        return {"version": self.version, "num_items": self.num_items, "index": self.index_info}
+
+
+FAKE_TOKENS = [f"item{i}" for i in range(1, FakeRetriever.num_items + 1)]
+
+
+@contextlib.contextmanager
+def fake_serving(tmp_path, **options):
+    """``serving`` of a model directory ``tiny/1`` whose versions load as ``FakeRetriever``s."""
+    (tmp_path / "tiny" / "1").mkdir(parents=True)
+    with serving(tmp_path / "tiny", load_retriever=FakeRetriever, **options) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def fake_url(tmp_path_factory):
+    with fake_serving(tmp_path_factory.mktemp("fake")) as (url, _):
+        yield url
+
+
+def test_recommend_answers_from_the_lookup_rows(fake_url):
+    history = ["item3", "item5", "item3", "nope"]
+    response = httpx.post(f"{fake_url}/recommend", json={"history": history, "k": 3, "exclude_history": False})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == 1 and body["unknown_ids"] == ["nope"]
+    assert [item["id"] for item in body["items"]] == ["item3", "item5", "item1"]
+    np.testing.assert_allclose([item["score"] for item in body["items"]], [1.998, 0.996, 0.0], atol=1e-6)
+
+    batch = httpx.post(f"{fake_url}/recommend/batch", json={"histories": [history, ["item1"]], "k": 2}).json()
+    assert [[item["id"] for item in result["items"]] for result in batch["results"]] == [
+        ["item1", "item2"], ["item2", "item3"],
+    ]
+    assert [result["unknown_ids"] for result in batch["results"]] == [["nope"], []]
 
 
 # Lookups: batched answers are those of Retriever.recommend.
@@ -115,23 +199,23 @@ def test_concurrent_requests_share_batches_and_match_the_retriever(service, retr
         (b'{"history": ["\xff"], "k": 3}', "UTF-8"),
     ],
 )
-def test_strict_types_and_unicode(url, body, message):
+def test_strict_types_and_unicode(fake_url, body, message):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = httpx.post(f"{url}/recommend", content=content, headers={"content-type": "application/json"})
+    response = httpx.post(f"{fake_url}/recommend", content=content, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
 
 
-def test_a_large_body_is_refused_before_it_is_read(url):
-    response = httpx.post(f"{url}/recommend", json={"history": ["a" * 30] * 200})
+def test_a_large_body_is_refused_before_it_is_read(fake_url):
+    response = httpx.post(f"{fake_url}/recommend", json={"history": ["a" * 30] * 200})
     assert response.status_code == 413
     assert "exceeds 4096 bytes" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(("path", "key"), [("/recommend", "detail"), ("/v1/models/tiny:predict", "error")])
-def test_a_declared_large_body_is_refused_from_the_headers(url, path, key):
+def test_a_declared_large_body_is_refused_from_the_headers(fake_url, path, key):
     """Declared as 100 MB, none of it sent: the answer comes from the headers alone."""
-    host, port = url.removeprefix("http://").split(":")
+    host, port = fake_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(
             f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
@@ -142,19 +226,17 @@ def test_a_declared_large_body_is_refused_from_the_headers(url, path, key):
     assert f'{{"{key}":"the request body exceeds 4096 bytes"}}' in answer
 
 
-def test_the_fast_path_and_the_fastapi_route_answer_alike(version_dir, tokens, tmp_path):
-    """POST /recommend skips FastAPI (``_Service.fast_paths``); its FastAPI route, which the
+def test_the_fast_path_and_the_fastapi_route_answer_alike(tmp_path):
+    """POST /recommend skips FastAPI (``Service.fast_paths``); its FastAPI route, which the
     OpenAPI schema documents, must give the same answers, headers and metrics."""
-    root = tmp_path / "tiny"
-    shutil.copytree(version_dir, root / "1")
     bodies = [
-        json.dumps({"history": tokens[:4] + ["nope"], "k": 6}).encode(),
+        json.dumps({"history": FAKE_TOKENS[:4] + ["nope"], "k": 6}).encode(),
         json.dumps({"history": ["a"], "k": "10"}).encode(),
         b'{"history": ["\\ud800"]}',
         json.dumps({"history": ["a" * 30] * 200}).encode(),
     ]
     answers = {}
-    with serving(root) as (url, app):
+    with fake_serving(tmp_path) as (url, app):
         assert "/recommend" in httpx.get(f"{url}/openapi.json").json()["paths"]
         for fast in (True, False):
             if not fast:
@@ -190,13 +272,11 @@ class BlockedRetriever:
         return self._retriever.encode(histories)
 
 
-def test_a_full_queue_answers_503_and_health_stays_fast(version_dir, tokens, tmp_path):
-    root = tmp_path / "tiny"
-    shutil.copytree(version_dir, root / "1")
-    with serving(root, max_queue=6) as (url, app):
+def test_a_full_queue_answers_503_and_health_stays_fast(tmp_path):
+    with fake_serving(tmp_path, max_queue=6) as (url, app):
         blocked = BlockedRetriever(app.state.watcher.current)
         app.state.watcher.current = blocked
-        body = {"histories": [tokens[:3]] * 4, "k": 5}
+        body = {"histories": [FAKE_TOKENS[:3]] * 4, "k": 5}
         with ThreadPoolExecutor(4) as pool:
             first = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
             assert blocked.entered.wait(30)  # the worker holds 4 histories
@@ -225,10 +305,10 @@ def test_metadata_shows_no_paths(url, version_dir):
     assert metadata["limits"]["max_body_bytes"] == 4096 and metadata["model_name"] == "tiny"
 
 
-def test_metrics_count_requests_errors_and_the_version(url):
-    httpx.get(f"{url}/health")
-    httpx.post(f"{url}/recommend", json={"history": []})
-    text = httpx.get(f"{url}/metrics").text
+def test_metrics_count_requests_errors_and_the_version(fake_url):
+    httpx.get(f"{fake_url}/health")
+    httpx.post(f"{fake_url}/recommend", json={"history": []})
+    text = httpx.get(f"{fake_url}/metrics").text
     assert 'tfcroloss_http_requests_total{endpoint="health",status="200"}' in text
     assert 'tfcroloss_http_request_errors_total{endpoint="recommend",status="422"}' in text
     assert 'tfcroloss_http_request_duration_seconds_bucket{endpoint="health",le="0.005"}' in text
@@ -380,9 +460,9 @@ def test_tf_serving_predict_top_k(url, retriever, saved_model, tokens):
         (b'{"instances": [["\\ud800"]]}', "lone surrogates"),
     ],
 )
-def test_tf_serving_errors(url, body, message):
+def test_tf_serving_errors(fake_url, body, message):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = httpx.post(f"{url}/v1/models/tiny:predict", content=content)
+    response = httpx.post(f"{fake_url}/v1/models/tiny:predict", content=content)
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error"} and message in response.json()["error"]
 
@@ -391,10 +471,10 @@ def test_serve_command_passes_its_limits(monkeypatch, tmp_path):
     import uvicorn as uvicorn_module
 
     from tfcroloss.pipelines.cli import build_parser
-    from tfcroloss.pipelines.serving import http
+    from tfcroloss.pipelines.serving import app as app_module
 
     seen = {}
-    monkeypatch.setattr(http, "create_app", lambda root, **options: seen.update(root=root, **options) or "app")
+    monkeypatch.setattr(app_module, "create_app", lambda root, **options: seen.update(root=root, **options) or "app")
     monkeypatch.setattr(uvicorn_module, "run", lambda app, **options: seen.update(app=app, server=options))
     args = build_parser().parse_args(
         ["serve", "--model", str(tmp_path), "--max-body-bytes", "2048", "--max-queue", "300", "--batch-rows", "16",

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from tests.pipelines.serving.conftest import running
-from tfcroloss.pipelines.cli.serving import export_run
+from tfcroloss.pipelines.publish import export_run
 from tfcroloss.pipelines.serving import version
-from tfcroloss.pipelines.serving.http import create_app
+from tfcroloss.pipelines.serving.app import create_app
 from tfcroloss.pipelines.serving.index import build_version_index
 from tfcroloss.pipelines.serving.retriever import Retriever
 from tfcroloss.pipelines.serving.version import FingerprintMismatch

@@ -1,0 +1,118 @@
+"""``ModelWatcher``: the Retriever of the latest version under a model directory, kept current by
+a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tfcroloss.pipelines.serving.retriever import Retriever
+from tfcroloss.pipelines.serving.version import list_versions, version_state
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[Path, bool], Retriever]
+"""``loader(version_dir, isolate_index)``: a version directory's Retriever (``Retriever.load``)."""
+
+
+class ModelWatcher:
+    """Holds the Retriever of the latest version under ``model_root`` and keeps it current.
+
+    A version is known by its number and the state of its files (``version_state``): a newer
+    version, or new files in the version served (an index built or rebuilt), is loaded and
+    warmed, then swapped in. One that fails to load is tried again when its files change; one
+    whose index process ended (killed, out of memory) is loaded again.
+
+    Where each version's index lives: loading a ScaNN index holds the GIL of its process for
+    its whole duration, which would freeze the event loop and every request in flight. So
+    every version loaded while the service answers (a new version, a rebuilt index, a reload)
+    opens its index in a child process (``IndexProcess``). The first version, loaded before the
+    service answers anything, opens it in this process: searching it there skips a process
+    round trip per micro-batch (docs/serving.md, "How lookups run", has the figures). A restart
+    (or a rolling deployment) brings a switched service back to that path. ``loader`` defaults
+    to ``Retriever.load``.
+    """
+
+    def __init__(
+        self,
+        model_root: str | Path,
+        *,
+        poll_seconds: float = 10.0,
+        loader: Loader | None = None,
+        on_load: Callable[[Retriever, float], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ):
+        self.model_root = Path(model_root)
+        self.poll_seconds = poll_seconds
+        self.failed: tuple[int, str] | None = None
+        """The latest version that failed to load, and why (until one loads)."""
+        self._loader = loader or load_retriever
+        self._on_load = on_load or (lambda retriever, seconds: None)
+        self._on_failure = on_failure or (lambda: None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed_key: tuple[int, tuple] | None = None
+        key = self._latest_key()
+        if key is None:
+            raise FileNotFoundError(f"{self.model_root} holds no exported version (saved_models/NAME/<version>/)")
+        self.current = self._load(key[0], isolate_index=False)  # nothing is answered yet
+        self._key = key
+
+    def _latest_key(self) -> tuple[int, tuple] | None:
+        versions = list_versions(self.model_root)
+        if not versions:
+            return None
+        return versions[-1], version_state(self.model_root / str(versions[-1]))
+
+    def _load(self, version: int, *, isolate_index: bool = True) -> Retriever:
+        started = time.perf_counter()
+        retriever = self._loader(self.model_root / str(version), isolate_index)
+        k = min(100, retriever.num_items)
+        for size in (1, 8):  # traces and warms the graph and the index before any request sees them
+            retriever.recommend_batch([["warm-up"]] * size, k=k)
+        self._on_load(retriever, time.perf_counter() - started)
+        return retriever
+
+    def refresh(self) -> bool:
+        """Loads and switches to a newer version (or new files of the one served) if there is
+        one; True if it switched."""
+        key = self._latest_key()
+        if key is not None and key == self._key and not self.current.alive:
+            logger.error("the index process of %s version %d ended; loading it again", self.model_root, key[0])
+        elif key is None or key == self._key or key == self._failed_key or key[0] < self._key[0]:
+            return False
+        try:
+            retriever = self._load(key[0])
+        except Exception as error:
+            logger.exception("could not load %s version %d; still serving %d", self.model_root, key[0], self._key[0])
+            self._failed_key, self.failed = key, (key[0], f"{type(error).__name__}: {error}")
+            self._on_failure()
+            return False
+        self.current, self._key = retriever, key  # one reference swap; old lookups keep the old object
+        self._failed_key = self.failed = None
+        logger.info("now serving %s version %d (%s)", self.model_root, key[0], retriever.index_info["kind"])
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._poll, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # e.g. the directory vanished; keep serving and keep polling
+                logger.exception("could not look for new versions under %s", self.model_root)
+
+
+def load_retriever(version_dir: Path, isolate_index: bool) -> Retriever:
+    """The default ``Loader``: ``Retriever.load``."""
+    return Retriever.load(version_dir, isolate_index=isolate_index)
