@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.provenance import git_commit
 from tfcroloss.metrics import retrieval_metrics, targets_from_lists
+from tfcroloss.pipelines.provenance import git_commit
 from tfcroloss.pipelines.retrieval import agreement
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
 from tfcroloss.pipelines.retrieval.scann import ScannIndex

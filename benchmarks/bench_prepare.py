@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.provenance import git_commit
 from tfcroloss.pipelines.data.synthetic import PRESETS, write_synthetic
+from tfcroloss.pipelines.provenance import git_commit
 
 RESULTS = Path(__file__).parent / "results" / "prepare.json"
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,9 +45,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.bench_evaluation import DIM, clustered_embeddings
-from benchmarks.provenance import git_commit
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
+from tfcroloss.pipelines.provenance import git_commit
 from tfcroloss.pipelines.serving.export import export_model
 from tfcroloss.pipelines.serving.index import build_version_index
 from tfcroloss.pipelines.serving.version import list_versions

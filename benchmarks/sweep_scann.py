@@ -24,7 +24,7 @@ import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
 from benchmarks.bench_evaluation import clustered_embeddings
-from benchmarks.provenance import git_commit
+from tfcroloss.pipelines.provenance import git_commit
 from tfcroloss.pipelines.retrieval import agreement
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
 from tfcroloss.pipelines.retrieval.scann import search_batch_size

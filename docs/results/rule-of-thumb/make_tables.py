@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tfcroloss.pipelines.training import tune
-from tfcroloss.pipelines.training.experiment import read_results
+from tfcroloss.pipelines.training.report import read_results
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent

@@ -1,4 +1,4 @@
-"""The experiment runner: fair tuning, seeds, tables, plots, claims, and resuming."""
+"""The experiment runner: the file checked at load, fair tuning, seeds, tables, plots, claims, and resuming."""
 
 import json
 
@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_config
+from tfcroloss.pipelines import provenance
 from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import experiment
 
@@ -13,9 +14,7 @@ from tfcroloss.pipelines.training import experiment
 @pytest.fixture(autouse=True)
 def fixed_code_digest(monkeypatch):
     """The working tree is shared: an edit elsewhere between two runs must not make a test refuse its own runs."""
-    from tfcroloss.pipelines.training import experiment as experiment_module
-
-    monkeypatch.setattr(experiment_module, "code_digest", lambda: "this-code")
+    monkeypatch.setattr(provenance, "code_digest", lambda: "this-code")
 
 
 @pytest.fixture
@@ -63,7 +62,7 @@ def test_runs_of_other_code_are_refused_unless_reused(spec_file, monkeypatch, ca
     spec.variants = {"softmax": spec.variants["softmax"]}
     spec.learning_rates, spec.seeds = [0.01], [1]
     experiment.run(spec)
-    monkeypatch.setattr(experiment, "code_digest", lambda: "other")
+    monkeypatch.setattr(provenance, "code_digest", lambda: "other")
     with pytest.raises(experiment.ForeignRunError, match="reuse-other-code"):
         experiment.run(spec)
     results = experiment.run(spec, reuse_other_code=True)
@@ -121,3 +120,41 @@ def test_rates_from_an_earlier_experiment(spec_file, tmp_path):
     again = experiment.run(experiment.load(spec_file))
     assert again["softmax"]["learning_rate"] == first["softmax"]["learning_rate"]
     assert len(again["softmax"]["tuning"]) == 1
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("base: [a\nseeds: [1]\n", r"not valid YAML at line 2, column \d+: expected ',' or ']'"),
+    ("- base\n- seeds\n", "expected a mapping with keys base, output, .*; got list"),
+    ("", "expected a mapping .*; got an empty file"),
+    ("base: b.yaml\nseed: [1]\n", "unknown key 'seed' \\(did you mean 'seeds'\\?\\); valid keys: base, output, seeds"),
+    ("base: b.yaml\noutput: o\nlearning_rates: [0.1]\n", "'seeds' is required"),
+    ("base: b.yaml\noutput: o\nseeds: 1\nlearning_rates: [0.1]\n", "seeds must be a list, got 1"),
+    ("base: b.yaml\noutput: o\nseeds: [1]\nlearning_rates: [0.1]\nvariants: [softmax]\n",
+     "variants must be a mapping"),
+    ("base: b.yaml\noutput: o\nseeds: [1]\nlearning_rates: [0.1]\ngrid: [{kernel: sigmoid}]\n",
+     "grid: expected a loss section with a name"),
+])
+def test_a_broken_experiment_file_is_one_line_naming_the_file(tmp_path, capsys, text, problem):
+    from tfcroloss.pipelines.cli import main
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(config_lib.ConfigError, match=f"^{path}: {problem}"):
+        experiment.load(path)
+    assert main(["experiment", "--config", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"tfcroloss experiment: error: {path}: ") and error.count("\n") == 1
+
+
+def test_bad_variants_rates_and_seeds_fail_at_load(spec_file):
+    spec = yaml.safe_load(spec_file.read_text())
+    for key, value, problem in [
+        ("variants", {"softmax": "softmax"}, "variant 'softmax': expected a loss section"),
+        ("overrides", {"training.max_step": 5}, "unknown key 'max_step'"),
+        ("learning_rates", [0.01, -1], "learning_rates: training.learning_rate must be > 0"),
+        ("learning_rates", [], "learning_rates must not be empty"),
+        ("share_learning_rate", "families", "unknown value 'families' .*valid values: none, family"),
+    ]:
+        spec_file.write_text(yaml.safe_dump({**spec, key: value}, sort_keys=False))
+        with pytest.raises(config_lib.ConfigError, match=problem):
+            experiment.load(spec_file)
