@@ -1,4 +1,8 @@
-"""`tfcroloss train`, `tfcroloss evaluate`, `tfcroloss experiment` and `tfcroloss tune`."""
+"""`tfcroloss train`, `tfcroloss evaluate`, `tfcroloss experiment` and `tfcroloss tune`.
+
+Light at import (no TensorFlow, TFRS or ScaNN): choices come from light registries, and each
+command imports its phase when it runs.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import yaml
 from tfcroloss.pipelines.data.dataset import SPLIT_NAMES
 from tfcroloss.pipelines.retrieval import INDEX_KINDS
 from tfcroloss.pipelines.training import config as config_lib
-from tfcroloss.pipelines.training.distribute import STRATEGIES
+from tfcroloss.pipelines.training.tune import ALPHAS, KERNELS
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -30,13 +34,34 @@ def _overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def _train(args: argparse.Namespace) -> int:
-    from tfcroloss.pipelines.training.train import train
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
+
+def _floats(flag: str, text: str) -> list[float]:
+    try:
+        values = [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise config_lib.ConfigError(f"{flag} {text!r}: expected comma-separated numbers") from None
+    if not values:
+        raise config_lib.ConfigError(f"{flag} {text!r}: expected at least one number")
+    return values
+
+
+def _train(args: argparse.Namespace) -> int:
     overrides = _overrides(args.set)
     if args.strategy:
         overrides["training.strategy"] = args.strategy
     config = config_lib.load(args.config, overrides)
+    from tfcroloss.pipelines.training.train import train
+
     run_dir = args.run_dir or Path("runs") / Path(args.config).stem
     result = train(config, run_dir)
     print(json.dumps(result["test"], indent=2))
@@ -67,6 +92,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.training import experiment
 
+    config_lib.read_yaml(args.config)  # a missing file or a YAML error is one line
     spec = experiment.load(args.config)
     if args.report_only:
         results, _ = experiment.read_results(spec.output / "results.json")
@@ -80,10 +106,6 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _floats(text: str) -> list[float]:
-    return [float(value) for value in text.split(",") if value]
-
-
 def _tune(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.data.dataset import read_metadata
     from tfcroloss.pipelines.training import tune
@@ -93,8 +115,9 @@ def _tune(args: argparse.Namespace) -> int:
     report = tune.tune(
         config, args.target_n, output,
         num_items=int(read_metadata(config.data.path)["num_items"]),
-        kernels=args.kernels.split(","), alphas=_floats(args.alphas),
-        learning_rates=_floats(args.learning_rates) if args.learning_rates else None,
+        kernels=[kernel.strip() for kernel in args.kernels.split(",") if kernel.strip()],
+        alphas=_floats("--alphas", args.alphas),
+        learning_rates=_floats("--learning-rates", args.learning_rates) if args.learning_rates else None,
         budget=args.budget, max_steps=args.max_steps, reuse_other_code=args.reuse_other_code,
     )
     print(tune.tune_table(report))
@@ -108,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--run-dir", type=Path, help="run directory (default runs/<config name>); reused to resume")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config value, e.g. --set loss.alpha=1.4 (repeatable)")
-    train.add_argument("--strategy", choices=STRATEGIES,
+    train.add_argument("--strategy", choices=config_lib.STRATEGIES,
                        help="tf.distribute strategy (default: the config's training.strategy); "
                        "multi_worker and parameter_server read the cluster from TF_CONFIG")
     train.set_defaults(func=_train)
@@ -117,7 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--run", required=True, type=Path, help="run directory written by `tfcroloss train`")
     evaluate.add_argument("--index", choices=INDEX_KINDS, help="retrieval back-end (default: the run's)")
     evaluate.add_argument("--split", choices=SPLIT_NAMES[1:], default="test")
-    evaluate.add_argument("--n", type=int, action="append", help="an N to report (repeatable)")
+    evaluate.add_argument("--n", type=_positive, action="append", help="an N to report (repeatable)")
     evaluate.add_argument("--exclude-history", action="store_true", help="never count history items as retrieved")
     evaluate.set_defaults(func=_evaluate)
 
@@ -129,19 +152,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="rewrite tables, plots and claims from results.json without training")
     experiment.set_defaults(func=_experiment)
 
-    from tfcroloss.pipelines.training.tune import ALPHAS, KERNELS
-
     tune = subparsers.add_parser("tune", help="search kernel x alpha x learning rate for a target N on validation")
     tune.add_argument("--config", required=True, help="YAML run config to start from")
-    tune.add_argument("--target-n", type=int, required=True, help="the N of Recall@N to tune for")
+    tune.add_argument("--target-n", type=_positive, required=True, help="the N of Recall@N to tune for")
     tune.add_argument("--output", type=Path, help="folder for runs and the recommendation "
                       "(default runs/tune-<config name>-n<N>); reused to resume")
     tune.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated kernels (default: %(default)s)")
     tune.add_argument("--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="comma-separated (default: %(default)s)")
     tune.add_argument("--learning-rates", help="comma-separated (default: the config's)")
-    tune.add_argument("--budget", type=int, default=12, help="at most this many runs, nearest the rule of thumb first "
+    tune.add_argument("--budget", type=_positive, default=12, help="at most this many runs, nearest the rule of thumb first "
                       "(default: %(default)s)")
-    tune.add_argument("--max-steps", type=int, help="cap each run's training.max_steps (early stopping still applies)")
+    tune.add_argument("--max-steps", type=_positive, help="cap each run's training.max_steps (early stopping still applies)")
     tune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     tune.add_argument("--reuse-other-code", action="store_true", help="reuse finished runs made by other training code")
     tune.set_defaults(func=_tune)

@@ -2,7 +2,8 @@
 
 A *cut* k of a user's time-ordered items splits them into a history (the last ``maxlen`` items
 before k, zero-padded at the end, the authors' layout) and a target ``items[k]``. Training cuts are
-drawn with stateless random ops inside the graph: nothing runs in Python per sample or per batch.
+drawn with stateless random ops inside the graph: nothing runs in Python per sample or per batch;
+``positive_probabilities`` is the law of a batch's positive under the same rule (``training_cuts``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from tfcroloss.pipelines.data.dataset import DataError, Split
 from tfcroloss.registry import lookup
 
 TRAINING_SCHEMES = ("random_users", "all_cuts")
+# A training cut k is at least MIN_CUT: every training target has at least that much history.
+MIN_CUT = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +71,44 @@ def _histories(items: np.ndarray, starts: np.ndarray, cuts: np.ndarray, maxlen: 
     return np.where(valid, items[np.where(valid, positions, 0)], 0).astype(np.int32)
 
 
+def training_cuts(split: Split, min_cut: int = MIN_CUT) -> np.ndarray:
+    """``int64 [users]``: how many training cuts each user of ``split`` gives, the cuts k in
+    [min_cut, len - 1] (0 for a user with at most ``min_cut`` items)."""
+    return np.maximum(split.lengths - min_cut, 0).astype(np.int64)
+
+
+def check_batches(split: Split, *, batch_size: int, scheme: str, min_cut: int = MIN_CUT) -> None:
+    """Raises ``DataError`` when ``training_dataset`` cannot draw batches of ``batch_size`` from
+    ``split`` under ``scheme`` (no training user, or fewer than a ``random_users`` batch)."""
+    _check_positive(batch_size=batch_size, min_cut=min_cut)
+    lookup(dict.fromkeys(TRAINING_SCHEMES), scheme, "scheme", error=DataError)
+    users = int(np.count_nonzero(training_cuts(split, min_cut)))
+    if users == 0:
+        raise DataError(f"no training user has more than min_cut={min_cut} items")
+    if scheme == "random_users" and batch_size > users:
+        raise DataError(
+            f"batch_size {batch_size} is larger than the {users} training users "
+            f"with more than min_cut={min_cut} items; lower batch_size"
+        )
+
+
+def positive_probabilities(split: Split, num_items: int, scheme: str, min_cut: int = MIN_CUT) -> np.ndarray:
+    """``[num_items + 1]`` float64: the probability that a training batch's positive is item i,
+    under ``scheme`` (what an in-batch negative's q_j is; ``training_dataset`` draws the batches).
+
+    ``random_users`` takes a uniform user with a training cut and a uniform cut of that user, the
+    positive being the item at the cut; ``all_cuts`` takes every (user, cut) pair equally often.
+    """
+    cuts = training_cuts(split, min_cut)
+    lengths = split.lengths
+    position = np.arange(len(split.items)) - np.repeat(split.offsets[:-1], lengths)
+    user = np.repeat(np.arange(len(lengths)), lengths)
+    target = (position >= min_cut) & (cuts[user] > 0)
+    weights = 1.0 / cuts[user[target]] if scheme == "random_users" else np.ones(int(target.sum()))
+    probabilities = np.bincount(split.items[target], weights=weights, minlength=num_items + 1).astype(np.float64)
+    return probabilities / probabilities.sum()
+
+
 def training_dataset(
     split: Split,
     *,
@@ -75,7 +116,7 @@ def training_dataset(
     maxlen: int,
     seed: int,
     scheme: str = "random_users",
-    min_cut: int = 4,
+    min_cut: int = MIN_CUT,
     input_context: tf.distribute.InputContext | None = None,
     start_step: int = 0,
 ) -> tf.data.Dataset:
@@ -92,20 +133,19 @@ def training_dataset(
     ``start_step`` (global) training steps, exactly where an uninterrupted run would be: a
     pipeline feeding several replicas has given each of them a batch per step.
     """
-    _check_positive(batch_size=batch_size, maxlen=maxlen, min_cut=min_cut)
-    lookup(dict.fromkeys(TRAINING_SCHEMES), scheme, "scheme", error=DataError)
+    _check_positive(maxlen=maxlen)
     pipeline, num_pipelines, batches_per_step = 0, 1, 1
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
         pipeline, num_pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
         batches_per_step = max(1, input_context.num_replicas_in_sync // num_pipelines)
-    lengths = split.lengths
-    eligible = np.flatnonzero(lengths > min_cut)
-    if eligible.size == 0:
-        raise DataError(f"no training user has more than min_cut={min_cut} items")
+    check_batches(split, batch_size=batch_size, scheme=scheme, min_cut=min_cut)
+    cuts_per_user = training_cuts(split, min_cut)
+    eligible = np.flatnonzero(cuts_per_user)
+    cuts_per_user = cuts_per_user[eligible]
     items = tf.constant(split.items, tf.int32)
     starts = tf.constant(split.offsets[eligible], tf.int64)
-    lengths = tf.constant(lengths[eligible], tf.int64)
+    spans = tf.constant(cuts_per_user, tf.int64)
 
     def batch(users: tf.Tensor, cuts: tf.Tensor) -> dict[str, tf.Tensor]:
         start = tf.gather(starts, users)
@@ -117,11 +157,6 @@ def training_dataset(
         return {"history": history, "item_id": tf.gather(items, start + cuts)}
 
     if scheme == "random_users":
-        if batch_size > eligible.size:
-            raise DataError(
-                f"batch_size {batch_size} is larger than the {eligible.size} training users "
-                f"with more than min_cut={min_cut} items; lower batch_size"
-            )
 
         def random_batch(step: tf.Tensor) -> dict[str, tf.Tensor]:
             stream = step * num_pipelines + pipeline
@@ -135,7 +170,7 @@ def training_dataset(
                 seed=tf.stack([tf.constant(seed, tf.int64), 2 * stream + 1]),
                 dtype=tf.float64,
             )
-            span = tf.gather(lengths, users) - min_cut
+            span = tf.gather(spans, users)
             cuts = min_cut + tf.minimum(
                 tf.cast(uniform * tf.cast(span, tf.float64), tf.int64), span - 1
             )
@@ -143,7 +178,6 @@ def training_dataset(
 
         dataset = tf.data.Dataset.counter(start=start_step * batches_per_step).map(random_batch)
     else:
-        cuts_per_user = split.lengths[eligible] - min_cut
         first_cut = tf.constant(np.cumsum(cuts_per_user) - cuts_per_user, tf.int64)
         total = int(cuts_per_user.sum())
 

@@ -1,8 +1,11 @@
 """Run configuration: a YAML file with the sections below, checked strictly on load.
 
 Every key is optional except ``data.path``; defaults are the paper's Amazon
-Books settings. An unknown key, a wrong type or a value outside its allowed set
-is an error that names the file, the key and what is allowed.
+Books settings. Every section is checked when the config is loaded (``load``, ``from_dict``):
+an unknown key, a wrong type, a value outside its range or its allowed set is a
+``ConfigError`` that names the file, the key and what is allowed. The ``loss`` section takes the
+preset's ``name`` and the loss function's own keyword arguments (``loss_presets.loss_arguments``);
+``loss.num_items`` comes from the data set.
 
 .. code-block:: yaml
 
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
+import math
 import types
 import typing
 from pathlib import Path
@@ -39,6 +44,29 @@ from tfcroloss.registry import unknown_name
 
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message says where and why."""
+
+
+# Strategy names live here, light, for configs and CLI choices; ``distribute`` builds them.
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
+# The largest integer a config takes (TensorFlow counts steps, batches and sizes in int32 or int64).
+INT_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The allowed range of a number (of each entry, for a list): ``low <= value <= high``, or
+    ``low < value`` when ``exclusive``."""
+
+    low: float
+    high: float = INT_MAX
+    exclusive: bool = False
+
+    def check(self, value: float, where: str) -> None:
+        if (value > self.low if self.exclusive else value >= self.low) and value <= self.high:
+            return
+        low = f"> {self.low:g}" if self.exclusive else f">= {self.low:g}"
+        high = f" and <= {self.high:,}" if value > self.high else ""
+        raise ConfigError(f"{where} must be {low}{high}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +90,7 @@ class DataConfig:
     scheme: str = "random_users"
 
     CHOICES = {"scheme": Registry("tfcroloss.pipelines.data.inputs", "TRAINING_SCHEMES", "scheme")}
+    BOUNDS = {"maxlen": Bound(1)}
 
 
 @dataclasses.dataclass
@@ -76,6 +105,7 @@ class ModelConfig:
         "tower": Registry("tfcroloss.models.towers", "TOWERS", "tower"),
         "item_initializer": Registry("tfcroloss.models.two_tower", "ITEM_INITIALIZERS", "item initializer"),
     }
+    BOUNDS = {"embedding_dim": Bound(1), "hidden_dims": Bound(1), "temperature_scale": Bound(0, exclusive=True)}
 
 
 @dataclasses.dataclass
@@ -97,6 +127,7 @@ class NegativesConfig:
         "mode": Registry("tfcroloss.models.two_tower", "NEGATIVE_MODES", "negatives mode"),
         "correction": Registry("tfcroloss.models.two_tower", "CORRECTIONS", "correction"),
     }
+    BOUNDS = {"per_positive": Bound(1)}
 
 
 @dataclasses.dataclass
@@ -111,8 +142,14 @@ class TrainingConfig:
     optimizer: str = "adam"
 
     CHOICES = {
-        "strategy": Registry("tfcroloss.pipelines.training.distribute", "STRATEGIES", "strategy", "strategies"),
+        "strategy": Registry("tfcroloss.pipelines.training.config", "STRATEGIES", "strategy", "strategies"),
         "optimizer": Registry("tfcroloss.models.optimizers", "OPTIMIZERS", "optimizer"),
+    }
+    # patience: validations without gain before stopping (0 would stop before the first one);
+    # seed: NumPy's seeds are below 2**32.
+    BOUNDS = {
+        "batch_size": Bound(1), "learning_rate": Bound(0, exclusive=True), "max_steps": Bound(1),
+        "eval_every": Bound(1), "patience": Bound(1), "seed": Bound(0),
     }
 
 
@@ -125,6 +162,7 @@ class EvaluationConfig:
     validation_users: int | None = None
 
     CHOICES = {"index": Registry("tfcroloss.pipelines.retrieval", "INDEX_KINDS", "index kind")}
+    BOUNDS = {"ns": Bound(1), "validation_users": Bound(1)}
 
 
 @dataclasses.dataclass
@@ -143,6 +181,11 @@ class RunConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)
+# Plain annotations of the loss functions' arguments (the other ones are checked by the loss).
+_ANNOTATIONS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
@@ -167,51 +210,101 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
         not isinstance(value, annotation) or (annotation is int and isinstance(value, bool))
     ):
         raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    if annotation is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite float, got {value!r}")
     return value
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if cls is LossConfig:  # every key but `name` is an argument of the loss
-        raw = {"name": raw.get("name", LossConfig.name), "params": {k: v for k, v in raw.items() if k != "name"}}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: {unknown_name('key', unknown[0], fields)}")
+def _loss_arguments(name: Any, where: str) -> dict[str, inspect.Parameter]:
+    """The arguments the loss preset ``name`` takes besides ``name`` (``name`` checked first)."""
+    registry = LossConfig.CHOICES["name"]
+    if not isinstance(name, str) or name not in registry.names():
+        raise ConfigError(f"{where}: loss.name: {unknown_name(registry.what, name, registry.names(), plural=registry.plural)}")
+    from tfcroloss.models.loss_presets import loss_arguments
+
+    return loss_arguments(name)
+
+
+def _keys(section: str, raw: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The keys ``section`` accepts (for ``loss``: those of the preset ``raw`` names)."""
+    if section == "loss":
+        return ("name", *_loss_arguments(raw.get("name", LossConfig.name), where))
+    return tuple(field.name for field in dataclasses.fields(SECTIONS[section]))
+
+
+def _check_key(section: str, key: str, raw: dict[str, Any], where: str) -> None:
+    if section == "loss" and key == "num_items":
+        raise ConfigError(f"{where}: loss.num_items is set from the data set (its number of items); remove it")
+    valid = _keys(section, raw, where)
+    if key in valid:
+        return
+    if section != "loss":
+        raise ConfigError(f"{where}: section {section}: {unknown_name('key', key, valid)}")
+    from tfcroloss.models.loss_presets import PRESETS
+
+    name = raw.get("name", LossConfig.name)
+    if key in PRESETS[name][1]:
+        raise ConfigError(f"{where}: loss {name!r} fixes {key}; use 'croloss' to set it")
+    raise ConfigError(f"{where}: section loss: {unknown_name('key', key, valid, plural=f'keys of loss {name!r}')}")
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a mapping of keys to values, got {value!r}")
+    return value
+
+
+def _section(section: str, raw: Any, source: str) -> Any:
+    raw = _mapping(raw, f"{source}: section {section}")
+    for key in raw:
+        _check_key(section, key, raw, source)
+    if section == "loss":
+        return _loss_section(raw, source)
+    cls = SECTIONS[section]
     hints = typing.get_type_hints(cls)
     values = {}
     for key, value in raw.items():
-        if dataclasses.is_dataclass(hints[key]):
-            values[key] = _section(hints[key], value, f"{where}.{key}")
-            continue
-        values[key] = _check_value(value, hints[key], f"{where}.{key}")
+        where = f"{source}: {section}.{key}"
+        values[key] = _check_value(value, hints[key], where)
+        bound = getattr(cls, "BOUNDS", {}).get(key)
+        if bound is not None and values[key] is not None:
+            for number in values[key] if isinstance(values[key], list) else [values[key]]:
+                bound.check(number, where)
         registry = getattr(cls, "CHOICES", {}).get(key)
         if registry and values[key] not in registry.names():
-            message = unknown_name(registry.what, value, registry.names(), plural=registry.plural)
-            raise ConfigError(f"{where}.{key}: {message}")
+            raise ConfigError(f"{where}: {unknown_name(registry.what, value, registry.names(), plural=registry.plural)}")
     return cls(**values)
+
+
+def _loss_section(raw: dict[str, Any], source: str) -> LossConfig:
+    """The ``loss`` section, checked against the loss function's own signature and checks."""
+    from tfcroloss.models.loss_presets import check_loss_arguments
+
+    name = raw.get("name", LossConfig.name)
+    accepted = _loss_arguments(name, source)
+    params = {}
+    for key, value in raw.items():
+        if key != "name":
+            annotation = accepted[key].annotation
+            params[key] = _check_value(value, _ANNOTATIONS.get(annotation, annotation), f"{source}: loss.{key}")
+    try:
+        check_loss_arguments(name, params)
+    except ValueError as error:
+        raise ConfigError(f"{source}: loss ({name}): {error}") from None
+    return LossConfig(name, params)
 
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Builds a checked ``RunConfig`` from a mapping (as read from YAML)."""
-    config = _section(RunConfig, raw, source)
+    raw = _mapping(raw, f"{source}: the top level")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: {unknown_name('section', unknown[0], SECTIONS)}")
+    config = RunConfig(**{section: _section(section, value, source) for section, value in raw.items()})
     if not config.data.path:
         raise ConfigError(f"{source}: data.path is required (a prepared data set directory)")
-    positive = {
-        "data.maxlen": config.data.maxlen,
-        "model.embedding_dim": config.model.embedding_dim,
-        "training.batch_size": config.training.batch_size,
-        "training.max_steps": config.training.max_steps,
-        "training.eval_every": config.training.eval_every,
-        "training.learning_rate": config.training.learning_rate,
-        "model.temperature_scale": config.model.temperature_scale,
-    }
-    for key, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"{source}: {key} must be > 0, got {value!r}")
     if config.negatives.log_q:
         if config.negatives.correction not in ("auto", "log_q"):
             raise ConfigError(
@@ -223,7 +316,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
             f"{source}: negatives.correction: {config.negatives.correction} needs in_batch or both negatives "
             "(sampled negatives are uniform draws: nothing to correct)"
         )
-    if not config.evaluation.ns or min(config.evaluation.ns) < 1:
+    if not config.evaluation.ns:
         raise ConfigError(f"{source}: evaluation.ns must be a non-empty list of positive integers")
     metric, _, n = config.evaluation.select_on.partition("@")
     if metric not in ("recall", "hit_rate", "ndcg") or not n.isdigit() or int(n) not in config.evaluation.ns:
@@ -234,22 +327,32 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     return config
 
 
-def load(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Reads and checks a YAML run config; ``overrides`` maps "section.key" to a value."""
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a missing file, non-UTF-8 text or a syntax error is one line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Reads and checks a YAML run config; ``overrides`` maps "section.key" to a value."""
+    raw = read_yaml(path)
+    raw = _mapping(raw if raw is not None else {}, f"{path}: the top level")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        if not key:
-            raise ConfigError(f"override {dotted!r}: expected section.key")
-        if raw.get(section) is None:
-            raw[section] = {}
-        raw[section][key] = value
+        where = f"{path}, --set {dotted}"
+        if section not in SECTIONS or not key:
+            message = unknown_name("section", section, SECTIONS) if key else "expected section.key"
+            raise ConfigError(f"{where}: {message}")
+        raw[section] = {**_mapping(raw.get(section), f"{path}: section {section}"), key: value}
+        _check_key(section, key, raw[section], where)
     return from_dict(raw, source=str(path))

@@ -18,13 +18,12 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tfcroloss.pipelines.training.config import ConfigError
+from tfcroloss.pipelines.training.config import STRATEGIES, ConfigError
 from tfcroloss.registry import lookup
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 CLUSTER_STRATEGIES = ("multi_worker", "parameter_server")
 # TensorFlow's own default for MinSizePartitioner: smaller variables stay whole.
 MIN_SHARD_BYTES = 256 << 10
@@ -86,7 +85,7 @@ def make_strategy(name: str, *, min_shard_bytes: int = MIN_SHARD_BYTES) -> tf.di
     before any other TensorFlow operation of the program: multi-worker collectives are
     configured when it is built. For ``parameter_server`` call it on the chief only.
     """
-    import tensorflow as tf  # here, not at the top: the CLI reads STRATEGIES without TensorFlow
+    import tensorflow as tf
 
     lookup(dict.fromkeys(STRATEGIES), name, "strategy", plural="strategies", error=ConfigError)
     if name == "default":

@@ -2,29 +2,29 @@
 
 Layout (written by ``train``)::
 
-    config.yaml          the run's full configuration (defaults filled in)
+    config.yaml          the run's full configuration (defaults filled in), data.path absolute
     checkpoints/         latest model + optimizer + early-stopping state, written at every validation
     best/                weights of the best validation step (``weights_checkpoint``: no optimizer state)
     logs/                TensorBoard logs (train loss, validation metrics)
     validation.jsonl     one line per validation: step, metrics, seconds
     metrics.json         final test metrics of the best weights, written when training ends
 
-``load_run`` rebuilds the model the config describes and restores the best weights.
+``load_run`` rebuilds the model the config describes and restores the best weights. Training
+records ``data.path`` resolved (``with_resolved_data``), so a run loads from any directory; a
+relative path (runs made before) is relative to where the command runs, as it was then.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfcroloss.models.loss_presets import build_loss
 from tfcroloss.models.two_tower import TwoTowerModel
-from tfcroloss.pipelines.data.dataset import PreparedDataset, Split
-from tfcroloss.pipelines.data.inputs import training_dataset
+from tfcroloss.pipelines.data.dataset import PreparedDataset
+from tfcroloss.pipelines.data.inputs import positive_probabilities
 from tfcroloss.pipelines.training import config as config_lib
 
 CONFIG_FILE = "config.yaml"
@@ -45,26 +45,10 @@ class Run:
     model: TwoTowerModel
 
 
-def positive_probabilities(split: Split, num_items: int, scheme: str) -> np.ndarray:
-    """``[num_items + 1]`` float64: the probability that a training batch's positive is item i,
-    under ``scheme`` (what an in-batch negative's q_j is; ``training_dataset`` draws the batches).
-
-    ``random_users`` takes a uniform user with more than ``min_cut`` items and a uniform cut k in
-    [min_cut, len - 1], the positive being item k of that user; ``all_cuts`` takes every such
-    (user, cut) pair equally often.
-    """
-    min_cut = inspect.signature(training_dataset).parameters["min_cut"].default
-    lengths = split.lengths
-    eligible = lengths > min_cut
-    position = np.arange(len(split.items)) - np.repeat(split.offsets[:-1], lengths)
-    user = np.repeat(np.arange(len(lengths)), lengths)
-    target = (position >= min_cut) & eligible[user]
-    if scheme == "random_users":
-        weights = 1.0 / (lengths[user[target]] - min_cut)
-    else:
-        weights = np.ones(int(target.sum()))
-    probabilities = np.bincount(split.items[target], weights=weights, minlength=num_items + 1).astype(np.float64)
-    return probabilities / probabilities.sum()
+def with_resolved_data(config: config_lib.RunConfig) -> config_lib.RunConfig:
+    """``config`` with ``data.path`` absolute, resolved from the current directory."""
+    data = dataclasses.replace(config.data, path=str(Path(config.data.path).resolve()))
+    return dataclasses.replace(config, data=data)
 
 
 def build_model(config: config_lib.RunConfig, dataset: PreparedDataset) -> TwoTowerModel:
@@ -95,16 +79,28 @@ def weights_checkpoint(model: TwoTowerModel) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(item_embedding=model.item_embedding, user_tower=model.user_tower)
 
 
+def holds_training(run_dir: Path) -> bool:
+    """Whether ``run_dir`` keeps anything trained (a checkpoint, best weights or test metrics):
+    a folder without any is a run that failed before its first validation, free to be replaced."""
+    checkpoints = (tf.train.latest_checkpoint(str(run_dir / folder)) for folder in (CHECKPOINTS_DIR, BEST_DIR))
+    return any(checkpoints) or (run_dir / METRICS_FILE).exists()
+
+
 def load_run(run_dir: str | Path) -> Run:
     """A finished run with its best weights restored (for evaluation and export)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
     config = config_lib.load(run_dir / CONFIG_FILE)
-    dataset = PreparedDataset.load(config.data.path)
-    model = build_model(config, dataset)
+    if not Path(config.data.path).is_absolute() and not Path(config.data.path).exists():
+        raise FileNotFoundError(
+            f"{run_dir / CONFIG_FILE}: data.path {config.data.path!r} (recorded by an older tfcroloss) is "
+            "relative to the directory the run was trained in: run the command there, or make it absolute"
+        )
     best = tf.train.latest_checkpoint(str(run_dir / BEST_DIR))
     if best is None:
         raise FileNotFoundError(f"{run_dir} has no trained weights yet (best/ is empty): train it first")
+    dataset = PreparedDataset.load(config.data.path)
+    model = build_model(config, dataset)
     weights_checkpoint(model).restore(best).expect_partial()
     return Run(run_dir, config, dataset, model)

@@ -1,8 +1,10 @@
 """Training: fit, validate on Recall@N, keep the best weights, checkpoint, resume.
 
-It writes a run directory (layout in ``run_directory``). Running the same command again on a run directory resumes from its last
-checkpoint (also after SIGKILL); batches and negatives are functions of (seed,
-step), so a resumed run continues exactly where the checkpoint left it.
+It writes a run directory (layout in ``run_directory``), and nothing before the config, the data
+set and the model are known to be good. Running the same command again on a run directory resumes
+from its last checkpoint (also after SIGKILL); batches and negatives are functions of (seed,
+step), so a resumed run continues exactly where the checkpoint left it. A run directory that
+kept nothing trained takes any config (a corrected command is never refused).
 
 ``training.strategy`` picks a ``tf.distribute`` strategy (see ``distribute``). Under
 ``multi_worker`` every worker runs ``train`` and computes the same validations (so all stop
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -26,8 +29,13 @@ import tensorflow as tf
 
 from tfcroloss.models.optimizers import build_optimizer
 from tfcroloss.models.two_tower import negatives_per_row
-from tfcroloss.pipelines.data.dataset import PreparedDataset
-from tfcroloss.pipelines.data.inputs import EvalSamples, evaluation_samples, training_dataset
+from tfcroloss.pipelines.data.dataset import DataError, PreparedDataset
+from tfcroloss.pipelines.data.inputs import (
+    EvalSamples,
+    check_batches,
+    evaluation_samples,
+    training_dataset,
+)
 from tfcroloss.pipelines.files import atomic_write_text, remove_stale_temporaries
 from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import distribute
@@ -41,7 +49,9 @@ from tfcroloss.pipelines.training.run_directory import (
     VALIDATION_FILE,
     Run,
     build_model,
+    holds_training,
     weights_checkpoint,
+    with_resolved_data,
 )
 
 
@@ -116,14 +126,31 @@ def _check_fits_catalog(config: config_lib.RunConfig, dataset: PreparedDataset) 
         )
 
 
+def _checked_inputs(config: config_lib.RunConfig, dataset: PreparedDataset, replicas: int) -> EvalSamples:
+    """Checks that ``dataset`` gives this config's training batches and validation users; returns
+    the validation samples."""
+    _check_fits_catalog(config, dataset)
+    per_replica = max(1, config.training.batch_size // replicas)
+    check_batches(dataset.train, batch_size=per_replica, scheme=config.data.scheme)
+    samples = _validation_samples(config, dataset)
+    if samples.num_users == 0:
+        raise DataError(f"{config.data.path}: no user of the valid split has a history and a target to validate on")
+    return samples
+
+
 def _prepare_run_directory(config: config_lib.RunConfig, run_dir: Path) -> None:
+    """Writes ``config.yaml``: a new run, the same run resumed, or the replacement of a run that
+    kept nothing trained (its logs go with it); another run's folder is refused."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for folder in (CHECKPOINTS_DIR, BEST_DIR):  # what a killed save left: TensorFlow's ckpt-N_temp/
         remove_stale_temporaries(run_dir / folder, extra=r"ckpt-\d+_temp")
     saved = run_dir / CONFIG_FILE
-    if saved.exists():
+    if saved.exists() and not holds_training(run_dir):
+        shutil.rmtree(run_dir / LOGS_DIR, ignore_errors=True)
+        (run_dir / VALIDATION_FILE).unlink(missing_ok=True)
+    elif saved.exists():
         # A resumed run may only be given more (or fewer) steps; anything else is another run.
-        previous = config_lib.load(saved).to_dict()
+        previous = with_resolved_data(config_lib.load(saved)).to_dict()
         wanted = config.to_dict()
         previous["training"]["max_steps"] = wanted["training"]["max_steps"]
         if previous != wanted:
@@ -150,13 +177,14 @@ def train(
     strategy = distribute.make_strategy(config.training.strategy)  # before any other TF op
     scratch = None if distribute.is_chief(strategy) else tempfile.TemporaryDirectory(prefix="tfcroloss-worker-")
     resume_dir, run_dir = Path(run_dir), Path(run_dir if scratch is None else scratch.name)
+    config = with_resolved_data(config)  # recorded so: the run loads from any directory
     dataset = PreparedDataset.load(config.data.path)
-    _check_fits_catalog(config, dataset)
-    _prepare_run_directory(config, run_dir)
+    validation_samples = _checked_inputs(config, dataset, strategy.num_replicas_in_sync)
     tf.keras.utils.set_random_seed(config.training.seed)
     with strategy.scope():
         model = build_model(config, dataset)
         model.compile(optimizer=build_optimizer(config.training.optimizer, config.training.learning_rate))
+    _prepare_run_directory(config, run_dir)  # the first write, once config, data and model are good
     run = Run(run_dir, config, dataset, model)
 
     state = tf.train.Checkpoint(
@@ -191,7 +219,7 @@ def train(
             )
 
         callbacks = [
-            _Validation(run, state, latest, best, _validation_samples(config, dataset)),
+            _Validation(run, state, latest, best, validation_samples),
             tf.keras.callbacks.TensorBoard(str(run_dir / LOGS_DIR), update_freq=max(1, training.eval_every // 10)),
             *callbacks,
         ]

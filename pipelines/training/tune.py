@@ -111,14 +111,13 @@ def tune(
     rates = list(learning_rates or [base.training.learning_rate])
     negatives = negatives_per_row(base.negatives.mode, base.training.batch_size, base.negatives.per_positive)
     chosen = candidates(target_n, num_items, negatives, list(kernels), list(alphas), rates, budget)
+    if not chosen:
+        raise config_lib.ConfigError("tune: nothing to search; give at least one kernel, alpha and learning rate")
+    run_configs = [_candidate_config(base, candidate) for candidate in chosen]  # all checked before training
     code = code_identity()
     progress = Progress(len(chosen))
     rows = []
-    for candidate in chosen:
-        raw = base.to_dict()
-        raw["loss"] = {"name": "croloss", "kernel": candidate.kernel, "alpha": candidate.alpha}
-        raw["training"]["learning_rate"] = candidate.learning_rate
-        run_config = config_lib.from_dict(raw, source=candidate.label)
+    for candidate, run_config in zip(chosen, run_configs, strict=True):
         result = train_or_reuse(
             run_config, run_directory(output, candidate.label, run_config), code=code,
             reuse_other_code=reuse_other_code, progress=progress,
@@ -144,6 +143,13 @@ def tune(
     atomic_write_text(output / "tune.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(output / "tune.md", tune_table(report))
     return report
+
+
+def _candidate_config(base: config_lib.RunConfig, candidate: Candidate) -> config_lib.RunConfig:
+    raw = base.to_dict()
+    raw["loss"] = {"name": "croloss", "kernel": candidate.kernel, "alpha": candidate.alpha}
+    raw["training"]["learning_rate"] = candidate.learning_rate
+    return config_lib.from_dict(raw, source=f"tune candidate {candidate.label}, lr={candidate.learning_rate:g}")
 
 
 def tune_table(report: dict[str, Any]) -> str:

@@ -7,7 +7,13 @@ import pytest
 import tensorflow as tf
 
 from tfcroloss.pipelines.data.dataset import DataError, Split
-from tfcroloss.pipelines.data.inputs import evaluation_samples, training_dataset
+from tfcroloss.pipelines.data.inputs import (
+    MIN_CUT,
+    check_batches,
+    evaluation_samples,
+    positive_probabilities,
+    training_dataset,
+)
 
 
 def make_split(*sequences):
@@ -134,3 +140,42 @@ def test_bad_arguments():
         training_dataset(SPLIT, batch_size=1, maxlen=3, seed=0, min_cut=9)
     with pytest.raises(DataError, match="maxlen must be >= 1, got 0"):
         evaluation_samples(SPLIT, maxlen=0)
+    with pytest.raises(DataError, match="batch_size 3 is larger than the 2 training users"):
+        check_batches(SPLIT, batch_size=3, scheme="random_users")
+    check_batches(SPLIT, batch_size=3, scheme="all_cuts")  # epochs of cuts: any batch size
+
+
+def small_split():
+    # user 0: 6 items (cuts 4, 5), user 1: 5 items (cut 4), user 2: 3 items (never a target)
+    sequences = [[1, 2, 3, 4, 5, 6], [2, 3, 4, 1, 7], [5, 6, 7]]
+    offsets = np.cumsum([0] + [len(s) for s in sequences])
+    return Split(user_index=np.arange(3), offsets=offsets, items=np.concatenate(sequences).astype(np.int32))
+
+
+def test_random_users_probability_is_uniform_user_then_uniform_cut():
+    p = positive_probabilities(small_split(), num_items=7, scheme="random_users")
+    want = np.zeros(8)
+    want[[5, 6]] += 0.5 * 0.5  # user 0: items 5, 6 with probability 1/2 each
+    want[7] += 0.5  # user 1: item 7
+    np.testing.assert_allclose(p, want)
+
+
+def test_all_cuts_probability_counts_target_positions():
+    p = positive_probabilities(small_split(), num_items=7, scheme="all_cuts")
+    np.testing.assert_allclose(p[[5, 6, 7]], [1 / 3, 1 / 3, 1 / 3])
+
+
+def test_probability_follows_min_cut():
+    p = positive_probabilities(small_split(), num_items=7, scheme="all_cuts", min_cut=MIN_CUT + 1)
+    np.testing.assert_allclose(p[6], 1.0)  # only user 0's last item is a target
+
+
+def test_probability_matches_the_batches_drawn(tiny_dataset):
+    from tfcroloss.pipelines.data.dataset import PreparedDataset
+
+    dataset = PreparedDataset.load(tiny_dataset)
+    p = positive_probabilities(dataset.train, dataset.num_items, "random_users")
+    batches = training_dataset(dataset.train, batch_size=16, maxlen=5, seed=0).take(400)
+    drawn = np.concatenate([b["item_id"].numpy() for b in batches])
+    frequency = np.bincount(drawn, minlength=dataset.num_items + 1) / drawn.size
+    assert np.abs(frequency - p).sum() < 0.15  # total variation of 6,400 draws from the exact law

@@ -1,44 +1,11 @@
-"""What an in-batch negative's q_j is, per training scheme, and the config keys that pick corrections."""
+"""The run directory: the config keys that pick corrections, the recorded data path, and which
+folders a new run may take."""
 
 import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
-from tfcroloss.pipelines.data.dataset import Split
-from tfcroloss.pipelines.data.inputs import training_dataset
 from tfcroloss.pipelines.training import config as config_lib
-from tfcroloss.pipelines.training.run_directory import positive_probabilities
-
-
-def small_split():
-    # user 0: 6 items (cuts 4, 5), user 1: 5 items (cut 4), user 2: 3 items (never a target)
-    sequences = [[1, 2, 3, 4, 5, 6], [2, 3, 4, 1, 7], [5, 6, 7]]
-    offsets = np.cumsum([0] + [len(s) for s in sequences])
-    return Split(user_index=np.arange(3), offsets=offsets, items=np.concatenate(sequences).astype(np.int32))
-
-
-def test_random_users_probability_is_uniform_user_then_uniform_cut():
-    p = positive_probabilities(small_split(), num_items=7, scheme="random_users")
-    want = np.zeros(8)
-    want[[5, 6]] += 0.5 * 0.5  # user 0: items 5, 6 with probability 1/2 each
-    want[7] += 0.5  # user 1: item 7
-    np.testing.assert_allclose(p, want)
-
-
-def test_all_cuts_probability_counts_target_positions():
-    p = positive_probabilities(small_split(), num_items=7, scheme="all_cuts")
-    np.testing.assert_allclose(p[[5, 6, 7]], [1 / 3, 1 / 3, 1 / 3])
-
-
-def test_probability_matches_the_batches_drawn(tiny_dataset):
-    from tfcroloss.pipelines.data.dataset import PreparedDataset
-
-    dataset = PreparedDataset.load(tiny_dataset)
-    p = positive_probabilities(dataset.train, dataset.num_items, "random_users")
-    batches = training_dataset(dataset.train, batch_size=16, maxlen=5, seed=0).take(400)
-    drawn = np.concatenate([b["item_id"].numpy() for b in batches])
-    frequency = np.bincount(drawn, minlength=dataset.num_items + 1) / drawn.size
-    assert np.abs(frequency - p).sum() < 0.15  # total variation of 6,400 draws from the exact law
 
 
 def test_correction_keys(tiny_dataset):
@@ -66,3 +33,60 @@ def test_in_batch_run_trains_with_the_corrected_loss(tiny_dataset, tmp_path):
     from tfcroloss.pipelines.data.dataset import PreparedDataset
 
     assert build_model(config, PreparedDataset.load(tiny_dataset)).correction == "importance"
+
+
+def test_run_records_its_data_path_resolved(tiny_dataset, tmp_path, monkeypatch, capsys):
+    from tfcroloss.pipelines import cli
+    from tfcroloss.pipelines.training.run_directory import load_run
+    from tfcroloss.pipelines.training.train import train
+
+    monkeypatch.chdir(tiny_dataset.parent)
+    train(tiny_config("prepared", training={"max_steps": 10, "eval_every": 10}), tmp_path / "run", verbose=0)
+    recorded = config_lib.load(tmp_path / "run" / "config.yaml").data.path
+    assert recorded == str(tiny_dataset.resolve())
+    monkeypatch.chdir(tmp_path)  # evaluate (and export, through load_run) from anywhere
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", "run", "--n", "5"]) == 0
+    assert '"recall@5"' in capsys.readouterr().out
+    assert load_run(tmp_path / "run").dataset.num_items > 0
+
+
+def test_old_run_with_a_relative_data_path_loads_from_where_it_was_made(tiny_dataset, tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from tfcroloss.pipelines.training.run_directory import load_run
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    config = (old / "config.yaml").read_text()
+    (old / "config.yaml").write_text(config.replace(f"path: {tiny_dataset}", "path: prepared"))
+    monkeypatch.chdir(tiny_dataset.parent)
+    assert load_run(old).config.data.path == "prepared"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="'prepared' .* relative to the directory the run was trained in"):
+        load_run(old)
+
+
+def test_a_refused_command_writes_nothing(tiny_dataset, tmp_path, capsys):
+    from tfcroloss.pipelines import cli
+
+    (tmp_path / "c.yaml").write_text(tiny_config(tiny_dataset).to_yaml())
+    status = cli.main(["train", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "run"),
+                       "--set", "loss.alpah=1.2"])
+    error = capsys.readouterr().err
+    assert status == 2 and error.count("\n") == 1
+    assert "'alpah'" in error and "section loss" in error and "valid keys" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_kept_nothing_trained_gives_way(tiny_dataset, tmp_path):
+    from tfcroloss.pipelines.training.train import train
+
+    run_dir = tmp_path / "run"  # as a run killed before its first validation leaves it
+    (run_dir / "logs").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(tiny_config(tiny_dataset, loss={"name": "bpr"}).to_yaml())
+    config = tiny_config(tiny_dataset, training={"max_steps": 10, "eval_every": 10})
+    train(config, run_dir, verbose=0)
+    assert config_lib.load(run_dir / "config.yaml").loss.name == "croloss"
+    with pytest.raises(config_lib.ConfigError, match="already holds a run with a different config"):
+        train(tiny_config(tiny_dataset, loss={"name": "bpr"}), run_dir, verbose=0)

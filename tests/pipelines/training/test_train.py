@@ -129,7 +129,8 @@ def test_scann_evaluation_reports_agreement(tiny_run):
 @pytest.mark.parametrize(
     "change,match",
     [
-        ({"model": {"embeding_dim": 8}}, "unknown key 'embeding_dim'; valid keys: embedding_dim"),
+        ({"model": {"embeding_dim": 8}},
+         r"unknown key 'embeding_dim' \(did you mean 'embedding_dim'\?\); valid keys: embedding_dim"),
         (
             {"negatives": {"mode": "hard"}},
             "negatives.mode: unknown negatives mode 'hard'; valid negatives modes: sampled, in_batch, both",
