@@ -40,10 +40,10 @@ from tfcroloss.pipelines.serving.watcher import Loader, ModelWatcher
 
 class Service(FastAPI):
     """FastAPI, except that the requests in ``fast_paths`` (method, path) are answered by a plain
-    ASGI handler before FastAPI's middleware and routing, which cost the event loop more per
-    request than the handler itself (docs/serving.md has the figures). The route of the same
-    path stays registered: it documents the endpoint in the OpenAPI schema and answers exactly
-    as the fast path does (both call one function)."""
+    ASGI handler before FastAPI's middleware and routing, which add event-loop time to every
+    request (docs/serving.md has the figures). The route of the same path stays registered:
+    it documents the endpoint in the OpenAPI schema and answers exactly as the fast path does
+    (both call one function)."""
 
     fast_paths: Mapping[tuple[str, str], Callable] = MappingProxyType({})
 

@@ -3,6 +3,8 @@
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.pipelines.serving.conftest import running
+from tests.pipelines.serving.conftest import FakeRetriever, fake_model_root, running
 from tfcroloss.pipelines.publish import export_run
 from tfcroloss.pipelines.serving import version
 from tfcroloss.pipelines.serving.app import create_app
@@ -103,6 +105,12 @@ def base_url(version_dir):
         yield url
 
 
+@pytest.fixture(scope="module")
+def fake_base_url(tmp_path_factory):
+    with serving(fake_model_root(tmp_path_factory.mktemp("fake")), load_retriever=FakeRetriever) as url:
+        yield url
+
+
 def test_http_recommendations_match_the_retriever(base_url, version_dir, tokens):
     retriever = Retriever.load(version_dir)
     history = tokens[5:12] + ["nope"]
@@ -155,13 +163,13 @@ def test_http_recommendations_match_the_retriever(base_url, version_dir, tokens)
         ("/recommend/batch", {"histories": [["a"], []]}, "history 1 is empty"),
     ],
 )
-def test_http_rejects_bad_input_with_a_message(base_url, path, body, message):
+def test_http_rejects_bad_input_with_a_message(fake_base_url, path, body, message):
     if isinstance(body, bytes):
         response = httpx.post(
-            base_url + path, content=body, headers={"content-type": "application/json"}
+            fake_base_url + path, content=body, headers={"content-type": "application/json"}
         )
     else:
-        response = httpx.post(base_url + path, json=body)
+        response = httpx.post(fake_base_url + path, json=body)
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
 
@@ -197,3 +205,15 @@ def test_new_version_is_picked_up_under_load_without_failures(
             results = [outcome for future in futures for outcome in future.result()]
     assert {status for status, _ in results} == {200}
     assert {version for _, version in results} == {1, 2}
+
+
+def test_the_serving_commands_import_no_heavy_library():
+    """``tfcroloss --help`` imports every command module: TensorFlow, ScaNN and the web stack
+    wait until a command runs."""
+    heavy = ("tensorflow", "tensorflow_recommenders", "scann", "fastapi", "uvicorn")
+    code = (
+        "import sys; import tfcroloss.pipelines.cli.serving, tfcroloss.pipelines.cli.demo; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
