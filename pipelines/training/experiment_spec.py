@@ -114,6 +114,9 @@ def _read(path: Path) -> dict[str, Any]:
 def _variants(path: Path, raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The named variants, then the grid's products (named by their loss sections) in order."""
     variants = dict(raw.get("variants") or {})
+    for name in variants:
+        if not isinstance(name, str):
+            raise config_lib.ConfigError(f"{path}: variants: a label must be a string, got {name!r}")
     for entry in raw.get("grid") or []:
         if not isinstance(entry, dict) or "name" not in entry:
             raise config_lib.ConfigError(f"{path}: grid: expected a loss section with a name, got {entry!r}")

@@ -150,6 +150,7 @@ def test_bad_variants_rates_and_seeds_fail_at_load(spec_file):
     spec = yaml.safe_load(spec_file.read_text())
     for key, value, problem in [
         ("variants", {"softmax": "softmax"}, "variant 'softmax': expected a loss section"),
+        ("variants", {1: {"name": "softmax"}}, "a label must be a string, got 1"),
         ("overrides", {"training.max_step": 5}, "unknown key 'max_step'"),
         ("learning_rates", [0.01, -1], "learning_rates: training.learning_rate must be > 0"),
         ("learning_rates", [], "learning_rates must not be empty"),
