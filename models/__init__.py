@@ -1,7 +1,28 @@
-"""Two-tower retrieval models (TFRS) trained with the tfcroloss losses."""
+"""Two-tower retrieval models (TFRS) trained with the tfcroloss losses.
 
-from tfcroloss.models.loss_presets import PRESETS, build_loss
-from tfcroloss.models.optimizers import OPTIMIZERS, LazyAdam, build_optimizer
-from tfcroloss.models.two_tower import NEGATIVE_MODES, TwoTowerModel
+Light to import: the names below load their module (and TensorFlow) on first use, so configs
+and the CLI can read the registries without a framework.
+"""
 
-__all__ = ["NEGATIVE_MODES", "OPTIMIZERS", "PRESETS", "LazyAdam", "TwoTowerModel", "build_loss", "build_optimizer"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "PRESETS": "loss_presets",
+    "build_loss": "loss_presets",
+    "OPTIMIZERS": "optimizers",
+    "LazyAdam": "optimizers",
+    "build_optimizer": "optimizers",
+    "NEGATIVE_MODES": "two_tower",
+    "TwoTowerModel": "two_tower",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,7 +52,7 @@ def test_keras3_backend(backend):
 
 
 def test_keras3_refuses_in_a_tf_keras_process():
-    import tfcroloss  # noqa: F401  (this process: tf-keras)
+    from tfcroloss import CROLoss  # noqa: F401  (this process: tf-keras)
 
     with pytest.raises(ImportError, match="already in use with tf-keras .*use one of the two per process"):
         import tfcroloss.keras3  # noqa: F401

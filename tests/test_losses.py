@@ -1,20 +1,16 @@
 """CROLoss and LambdaCROLoss (tf-keras) against a NumPy reference written from the paper's equations.
 
 The reference and the tests every implementation shares are in ``tests/loss_cases.py``; the Keras 3
-classes run the same tests per backend (``tests/keras3/``). Here: the tf-keras ``impl`` and what only
+classes run the same tests per backend (``tests/keras3/``). Here: the tf-keras implementation and what only
 tf-keras has (graph assertions, tf.keras serialization, fit, mixed precision).
 """
-
-import inspect
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.loss_cases import *  # noqa: F403  (the shared tests, run here against tf-keras)
-from tests.loss_cases import NUM_ITEMS, make_batch, np_croloss
+from tests.loss_cases import NUM_ITEMS, LossContract, make_batch, np_croloss
 from tfcroloss import CROLoss, LambdaCROLoss, cro_loss, lambda_cro_loss
-from tfcroloss.losses import _SampledRankLoss
 
 
 class TFKeras:
@@ -50,20 +46,14 @@ class TFKeras:
         return (*result, value.dtype.name) if with_dtype else result
 
 
-@pytest.fixture
-def impl():
-    return TFKeras
+class TestTFKeras(LossContract):
+    """The shared NumPy-reference tests, against tf-keras."""
+
+    IMPL = TFKeras
 
 
 def value_and_grad(loss, y_true, y_pred, sample_weight=None):
     return TFKeras.value_and_grad(loss, y_true, y_pred, sample_weight)
-
-
-def test_row_loss_is_abstract():
-    assert inspect.isabstract(_SampledRankLoss)
-    assert _SampledRankLoss.__abstractmethods__ == frozenset({"_row_loss"})
-    with pytest.raises(TypeError, match="abstract"):
-        _SampledRankLoss(10, 1.0, 5.0, "power", "none", "x")
 
 
 @pytest.mark.parametrize("q", [None, "popularity"])

@@ -1,8 +1,11 @@
-"""Importing tfcroloss picks Keras 2 for tf.keras, or says clearly why it cannot."""
+"""Importing tfcroloss imports no framework and picks Keras 2 for tf.keras; the tf-keras losses
+load only where that holds, or say clearly why not."""
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -18,7 +21,29 @@ def test_import_selects_tf_keras():
 
 
 def test_keras_3_already_loaded_is_a_clear_error():
-    result = run_python("import tensorflow as tf; tf.keras.layers; import tfcroloss")
+    result = run_python("import tensorflow as tf; tf.keras.layers; from tfcroloss import CROLoss")
     assert result.returncode != 0
     assert "ImportError: tfcroloss needs Keras 2 (tf-keras)" in result.stderr
     assert "TF_USE_LEGACY_KERAS=1" in result.stderr
+
+
+def test_import_has_no_side_effect_but_the_keras_variable():
+    result = run_python(
+        "import os, sys, tfcroloss, tfcroloss.functional, tfcroloss.kernels, tfcroloss.models.loss_presets;"
+        "print([m for m in ('tensorflow', 'tf_keras', 'keras', 'tensorflow_recommenders') if m in sys.modules]);"
+        "print(os.environ['TF_USE_LEGACY_KERAS'])"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "1"]
+
+
+def test_no_frame_inspection_or_private_keras_modules():
+    root = Path(__file__).resolve().parents[1]
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("tfcroloss", "models", "pipelines")
+        for path in sorted((root / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"_getframe|importlib\._bootstrap|keras\.src", line)
+    ]
+    assert not found

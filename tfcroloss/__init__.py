@@ -1,73 +1,50 @@
 """tfcroloss: CROLoss, a customizable Recall@N optimization loss, for TensorFlow retrieval models.
 
-Importing tfcroloss selects Keras 2 (tf-keras) for ``tf.keras``, which
-tensorflow-recommenders needs, unless TensorFlow was already imported with
-Keras 3; then it stops with an error that says what to do.
+Two Keras flavours over one framework-free core (``functional``, ``kernels``, ``weightings``,
+``rank``):
 
-The Keras 3 losses (TensorFlow, JAX or PyTorch backend) are in ``tfcroloss.keras3``.
-``import tfcroloss.keras3`` runs this file too, as Python imports a package before its
-submodule; for that import only, nothing here imports TensorFlow or touches
-``TF_USE_LEGACY_KERAS``, and the tf-keras names below are looked up when first used
-(which, in a Keras 3 process, is an ``ImportError`` that says why).
+- tf-keras (Keras 2), for TFRS: ``tfcroloss.CROLoss``, ``tfcroloss.LambdaCROLoss``
+  (module ``tfcroloss.losses``);
+- Keras 3 on TensorFlow, JAX or PyTorch, and keras-rs: ``tfcroloss.keras3``.
+
+Importing this package imports no framework. Its one side effect is the one the tf-keras
+flavour needs before TensorFlow is first imported: ``TF_USE_LEGACY_KERAS=1`` unless the
+variable is already set (so ``import tfcroloss`` then TFRS code gets Keras 2 as ``tf.keras``).
+The names below are loaded on first use; ``tfcroloss.keras3`` undoes the variable when it is
+loaded first. A process uses one flavour: each refuses to load beside the other.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
+import os
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "CROLoss",
-    "LambdaCROLoss",
-    "cro_loss",
-    "lambda_cro_loss",
-    "kernels",
-    "weightings",
-    "sampled_log_rank",
-]
 
-_LAZY = {
+# True when this import set TF_USE_LEGACY_KERAS (``tfcroloss.keras3`` then removes it again).
+SET_TF_USE_LEGACY_KERAS = "TF_USE_LEGACY_KERAS" not in os.environ
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+_HOMES = {
     "CROLoss": "tfcroloss.losses",
     "LambdaCROLoss": "tfcroloss.losses",
     "cro_loss": "tfcroloss.functional",
     "lambda_cro_loss": "tfcroloss.functional",
     "sampled_log_rank": "tfcroloss.rank",
 }
+_SUBMODULES = ("kernels", "weightings")
 
-
-def _imported_for_keras3() -> bool:
-    """True while Python imports this package only as the parent of ``tfcroloss.keras3``.
-
-    The import machinery's frames above this module's body name the module being
-    imported (``importlib._bootstrap._find_and_load(name, ...)``); the first one
-    that names a submodule of ours tells which one it is.
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_globals.get("__name__") == "importlib._bootstrap" and frame.f_code.co_name in (
-            "_find_and_load",
-            "_find_and_load_unlocked",
-        ):
-            name = frame.f_locals.get("name")
-            if isinstance(name, str) and name.startswith(__name__ + "."):
-                return name == __name__ + ".keras3" or name.startswith(__name__ + ".keras3.")
-        frame = frame.f_back
-    return False
+__all__ = [*_HOMES, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if not _imported_for_keras3():
-    from tfcroloss import backends as _backends
-
-    _backends.tensorflow_ops()  # selects tf-keras, or raises the ImportError above
-    from tfcroloss import kernels, weightings  # noqa: E402
-    from tfcroloss.functional import cro_loss, lambda_cro_loss  # noqa: E402
-    from tfcroloss.losses import CROLoss, LambdaCROLoss  # noqa: E402
-    from tfcroloss.rank import sampled_log_rank  # noqa: E402
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

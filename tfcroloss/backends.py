@@ -1,16 +1,15 @@
-"""The two array namespaces the loss maths runs on, and which Keras this process uses.
+"""The two array namespaces the loss maths runs on.
 
 The kernels, the power weighting, the rank estimator and the loss itself are written once
 against a small numpy-like namespace ``ops`` (the names of ``keras.ops``). Two namespaces
 implement it:
 
-- :func:`tensorflow_ops`: TensorFlow functions, for the tf-keras losses (``import tfcroloss``);
+- :func:`tensorflow_ops`: TensorFlow functions, for the tf-keras losses (``tfcroloss.CROLoss``);
 - :func:`keras_ops`: ``keras.ops``, for the Keras 3 losses (``import tfcroloss.keras3``),
   on whichever backend Keras 3 runs (TensorFlow, JAX, PyTorch).
 
-A process uses one of the two. Asking for the second after the first is an ``ImportError``
-that says why: tf-keras needs ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported, which
-changes what ``tf.keras`` is for the whole process. This module imports no framework itself.
+Neither selects a Keras: which Keras a process uses is the flavour modules' business
+(``tfcroloss.losses``, ``tfcroloss.keras3``). This module imports no framework itself.
 """
 
 from __future__ import annotations
@@ -18,73 +17,28 @@ from __future__ import annotations
 import os
 from typing import Any
 
-TF_KERAS = "tf-keras"
-KERAS_3 = "Keras 3"
-
-_selected: str | None = None
 _namespaces: dict[str, Any] = {}
-
-_OTHER_ENTRY = {
-    TF_KERAS: "`import tfcroloss` / `from tfcroloss import CROLoss` (tf-keras)",
-    KERAS_3: "`import tfcroloss.keras3` (Keras 3)",
-}
-
-
-def _select(keras: str) -> None:
-    global _selected
-    if _selected not in (None, keras):
-        raise ImportError(
-            f"tfcroloss is already in use with {_selected} in this process "
-            f"({_OTHER_ENTRY[_selected]}); it cannot also use {keras} ({_OTHER_ENTRY[keras]}). "
-            "tf-keras needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported, which makes "
-            "tf.keras Keras 2 for the whole process: use one of the two per process."
-            + (
-                " (`from tfcroloss import keras3` imports the tf-keras package `tfcroloss` first; "
-                "write `import tfcroloss.keras3` or `from tfcroloss.keras3 import CROLoss`.)"
-                if keras == KERAS_3
-                else ""
-            )
-        )
-    _selected = keras
-
-
-def selected() -> str | None:
-    """The Keras this process's tfcroloss uses: ``TF_KERAS``, ``KERAS_3`` or None (not yet)."""
-    return _selected
 
 
 def tensorflow_ops() -> TensorFlowOps:
-    """The TensorFlow namespace; selects tf-keras for ``tf.keras`` (see ``tfcroloss``)."""
-    if TF_KERAS not in _namespaces:
-        _select(TF_KERAS)
-        # Also helps when tensorflow is imported but tf.keras not yet resolved (it loads lazily).
+    """The namespace over TensorFlow (imported on first use; ``tf.keras`` is not touched)."""
+    if "tensorflow" not in _namespaces:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         import tensorflow as tf
 
-        if not tf.keras.__name__.startswith("tf_keras"):
-            version = getattr(tf.keras, "__version__", None) or tf.keras.__name__
-            raise ImportError(
-                "tfcroloss needs Keras 2 (tf-keras) as tf.keras, but TensorFlow was imported with "
-                f"Keras {version}. Set the environment variable TF_USE_LEGACY_KERAS=1 before "
-                "TensorFlow is first imported (or import tfcroloss before tensorflow), and "
-                "`pip install tf-keras`. For Keras 3 (TensorFlow, JAX or PyTorch backend) use "
-                "`import tfcroloss.keras3` instead."
-            )
-        _namespaces[TF_KERAS] = TensorFlowOps(tf)
-    return _namespaces[TF_KERAS]
+        _namespaces["tensorflow"] = TensorFlowOps(tf)
+    return _namespaces["tensorflow"]
 
 
 def keras_ops() -> KerasOps:
     """The ``keras.ops`` namespace (Keras 3); imports no TensorFlow unless Keras's backend does."""
-    if KERAS_3 not in _namespaces:
-        _select(KERAS_3)
+    if "keras" not in _namespaces:
         import keras
 
         if int(keras.__version__.split(".")[0]) < 3:
             raise ImportError(f"tfcroloss.keras3 needs Keras 3, found keras {keras.__version__}")
-        _namespaces[KERAS_3] = KerasOps(keras)
-    return _namespaces[KERAS_3]
+        _namespaces["keras"] = KerasOps(keras)
+    return _namespaces["keras"]
 
 
 class TensorFlowOps:
@@ -175,6 +129,12 @@ class KerasOps:
     def __getattr__(self, name: str) -> Any:  # everything else is keras.ops itself
         return getattr(self._ops, name)
 
+    def full_like(self, x: Any, value: float) -> Any:
+        # zeros plus a scalar also works on PyTorch's "meta" tensors, which Keras uses to work out
+        # output shapes; ``keras.ops.full_like`` does not there, and Keras then retries on real
+        # tensors filled with placeholder values, which the input checks would refuse.
+        return self._ops.zeros_like(x) + value
+
     def dtype_name(self, x: Any) -> str:
         return self.keras.backend.standardize_dtype(x.dtype)
 
@@ -185,8 +145,6 @@ class KerasOps:
         return self._tf_checks is not None and not self._tf_checks.tf.executing_eagerly()
 
     def _check(self, ok: Any, message: str) -> None:
-        if _in_symbolic_scope():  # Keras working out output shapes on placeholder values
-            return None
         try:
             concrete = bool(self._ops.convert_to_numpy(self._ops.all(ok)))
         except Exception:  # a tracer: no value to check while tracing
@@ -214,11 +172,3 @@ class KerasOps:
         if checks:
             return self._tf_checks.after(checks, fn)
         return fn()
-
-
-def _in_symbolic_scope() -> bool:
-    try:
-        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-    except ImportError:  # a Keras without it: checks run on the placeholder values too
-        return False
-    return in_symbolic_scope()

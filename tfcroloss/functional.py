@@ -1,10 +1,11 @@
 """CROLoss and LambdaCROLoss as functions: the one place where the loss is computed.
 
-``cro_loss`` and ``lambda_cro_loss`` return one loss per row. The Keras classes
-(``tfcroloss.CROLoss``, ``tfcroloss.keras3.CROLoss``, ...) are thin wrappers
-around the same machinery, :class:`SampledRankLossSpec` and its two leaves,
-which is written over an array namespace ``ops`` (``tfcroloss.backends``) so that
-TensorFlow and Keras 3 (TensorFlow, JAX, PyTorch) run the same maths.
+``cro_loss`` and ``lambda_cro_loss`` return one loss per row. The Keras classes of both
+flavours (``tfcroloss.CROLoss`` for tf-keras, ``tfcroloss.keras3.CROLoss`` for Keras 3) are thin
+wrappers that hold a function's arguments and call it. The maths is written over an array
+namespace ``ops`` (``tfcroloss.backends``), so TensorFlow and Keras 3 (TensorFlow, JAX, PyTorch)
+run the same code. This module imports no framework: with ``ops=None`` the functions compute
+with TensorFlow, imported at the first call.
 
 Inputs, as ``tfrs.tasks.Retrieval`` hands them to its loss: ``labels`` is
 ``[batch, candidates]`` with a single 1 at each row's positive, ``logits`` the
@@ -42,13 +43,23 @@ Contracts:
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 from tfcroloss import backends, kernels, weightings
 from tfcroloss.rank import sampled_log_rank
+
+# The family's defaults, written once: the functions' and both Keras flavours' signatures use them.
+ALPHA = 1.0
+KERNEL = "softplus"
+WEIGHT_KERNEL = "sigmoid"
+GRAD_KERNEL = "softplus"
+MARGIN = 5.0
+WEIGHTING = "power"
+
+KernelSpec = str | Callable[[Any], Any]
 
 # Logits at or below this are treated as masked out (TFRS uses float32.min / 100).
 MASKED_LOGIT = -3.4028234663852886e38 / 1000.0  # float32.min / 1000
@@ -167,157 +178,60 @@ def _log_importance_weights(
     return ops.where(negative_mask, log_weights, ops.zeros_like(log_weights)), check
 
 
-def finish(ops: Any, candidates: Candidates, row_loss: Any, float16_logits: bool = False) -> Any:
-    """Zero for rows without negatives, NaN for rows with a NaN, float16 saturation (for
-    float16 inputs, or when ``float16_logits`` says the caller's logits were float16)."""
+def finish(ops: Any, candidates: Candidates, row_loss: Any) -> Any:
+    """Zero for rows without negatives, NaN for rows with a NaN, float16 saturation for float16
+    logits."""
     row_loss = ops.where(candidates.num_negatives > 0, row_loss, ops.zeros_like(row_loss))
     row_loss = ops.where(candidates.nan_rows, ops.full_like(row_loss, float("nan")), row_loss)
-    if float16_logits or candidates.input_dtype == "float16":
-        row_loss = ops.minimum(row_loss, FLOAT16_SATURATION) + ops.log1p(
-            ops.relu(row_loss - FLOAT16_SATURATION)
-        )
-    return row_loss
+    return saturate_float16(ops, row_loss) if candidates.input_dtype == "float16" else row_loss
 
 
-class SampledRankLossSpec(abc.ABC):
-    """What every loss of the family shares, independent of Keras: argument checks,
-    config, input preparation. A leaf supplies :meth:`_row_loss`; a Keras class mixes
-    this in beside its ``Loss`` base and provides ``_ops`` and ``name``."""
-
-    _ops: Any
-    name: str
-
-    def _configure(self, num_items: int, alpha: float, margin: float, weighting: str) -> None:
-        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
-            raise ValueError(f"num_items must be a positive integer (the catalog size), got {num_items!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
-            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
-        if not isinstance(margin, int | float) or isinstance(margin, bool):
-            raise ValueError(f"margin must be a number, got {margin!r}")
-        self.num_items = num_items
-        self.alpha = float(alpha)
-        self.margin = float(margin)
-        self.weighting = weighting
-        self._weighting = weightings.get(weighting)(self.alpha, num_items, ops=self._ops)
-
-    def _kernel(self, identifier: Any, argument: str, *, differentiable: bool) -> kernels.Kernel:
-        kernel = kernels.get(identifier, margin=self.margin, ops=self._ops)
-        if differentiable and not kernel.differentiable:
-            hint = (
-                "use it as LambdaCROLoss's weight_kernel"
-                if argument == "kernel"
-                else "it can only be the weight_kernel"
-            )
-            raise ValueError(f"{argument} {kernel.name!r} has no gradient; {hint}")
-        return kernel
-
-    def call(self, y_true: Any, y_pred: Any, candidate_sampling_probability: Any = None) -> Any:
-        """Per-example losses ``[batch]`` (float32 for half-precision inputs).
-
-        Keras calls this with ``(y_true, y_pred)``. A model whose negatives are not
-        uniform draws calls it with ``candidate_sampling_probability`` (``q_j`` per
-        draw, ``[candidates]`` or ``[batch, candidates]``) and reduces the result
-        itself, e.g. ``tf.nn.compute_average_loss(loss.call(y, s, q), sample_weight)``.
-        """
-        candidates = prepare(
-            self._ops, y_true, y_pred, self.num_items, candidate_sampling_probability, self.name
-        )
-        return finish(self._ops, candidates, self._row_loss(candidates), self._float16_logits())
-
-    def _float16_logits(self) -> bool:
-        """True while a Keras that cast float16 logits up before ``call`` runs this call."""
-        return False
-
-    @abc.abstractmethod
-    def _row_loss(self, candidates: Candidates) -> Any:
-        """``[batch]`` losses from prepared candidates (before masking NaN / empty rows)."""
-
-    # The constructor arguments that name a kernel (a name, or a callable saved by Keras).
-    _KERNEL_ARGUMENTS: tuple[str, ...] = ()
-
-    @staticmethod
-    def _serialize_kernel(kernel: Any) -> Any:
-        """A kernel as ``get_config`` stores it; the framework classes serialize callables."""
-        return kernel
-
-    @staticmethod
-    def _deserialize_kernel(config: Any) -> Any:
-        return config
-
-    def _config(self) -> dict[str, Any]:
-        kernels_config = {name: self._serialize_kernel(getattr(self, name)) for name in self._KERNEL_ARGUMENTS}
-        return {
-            "num_items": self.num_items,
-            "alpha": self.alpha,
-            "margin": self.margin,
-            "weighting": self.weighting,
-            **kernels_config,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
-        kernels_config = {name: cls._deserialize_kernel(config[name]) for name in cls._KERNEL_ARGUMENTS}
-        return cls(**{**config, **kernels_config})
+# The arguments that name a kernel; a callable is stored by Keras's own serialization.
+KERNEL_ARGUMENTS = ("kernel", "weight_kernel", "grad_kernel")
 
 
-class CROLossSpec(SampledRankLossSpec):
-    """Eq. 16: ``log(N + 1) * W_alpha(R)`` with R from the rank estimator."""
+def check_arguments(
+    *, num_items: int, alpha: float, margin: float, weighting: str, **kernel_arguments: Any
+) -> dict[str, Any]:
+    """Checks a loss's arguments without computing anything (no framework needed) and returns
+    them normalised (alpha and margin as floats). ``kernel_arguments`` are those of
+    ``KERNEL_ARGUMENTS`` the loss takes; every one but ``weight_kernel`` needs a gradient.
 
-    _KERNEL_ARGUMENTS = ("kernel",)
-
-    def _configure_kernel(self, kernel: Any) -> None:
-        self._kernel_fn = self._kernel(kernel, "kernel", differentiable=True)
-        self.kernel = kernel
-
-    def _row_loss(self, candidates: Candidates) -> Any:
-        log_rank = sampled_log_rank(
-            candidates.gaps, candidates.negative_mask, self._kernel_fn, self.num_items,
-            candidates.num_negatives, candidates.log_weights, ops=self._ops,
-        )
-        return self._weighting.value(log_rank)
-
-
-class LambdaCROLossSpec(SampledRankLossSpec):
-    """Eq. 21-23: ``stop_gradient(lambda(R_phi1)) * R_phi2``."""
-
-    _KERNEL_ARGUMENTS = ("weight_kernel", "grad_kernel")
-
-    def _configure_kernels(self, weight_kernel: Any, grad_kernel: Any) -> None:
-        self._weight_kernel_fn = self._kernel(weight_kernel, "weight_kernel", differentiable=False)
-        self._grad_kernel_fn = self._kernel(grad_kernel, "grad_kernel", differentiable=True)
-        self.weight_kernel = weight_kernel
-        self.grad_kernel = grad_kernel
-
-    def _row_loss(self, candidates: Candidates) -> Any:
-        ops = self._ops
-        mask, count, log_weights = (
-            candidates.negative_mask, candidates.num_negatives, candidates.log_weights
-        )
-        weight_log_rank = sampled_log_rank(
-            ops.stop_gradient(candidates.gaps), mask, self._weight_kernel_fn, self.num_items,
-            count, log_weights, ops=ops,
-        )
-        lambda_weight = ops.stop_gradient(self._weighting.derivative(weight_log_rank))
-        grad_log_rank = sampled_log_rank(
-            candidates.gaps, mask, self._grad_kernel_fn, self.num_items, count, log_weights, ops=ops
-        )
-        return lambda_weight * weightings.capped_exp(grad_log_rank, ops)
+    >>> check_arguments(num_items=100, alpha=1, margin=5, weighting="power", kernel="exp")["alpha"]
+    1.0
+    >>> check_arguments(num_items=100, alpha=1, margin=5, weighting="power", kernel="unit_step")
+    Traceback (most recent call last):
+    ...
+    ValueError: kernel 'unit_step' has no gradient; use it as LambdaCROLoss's weight_kernel
+    """
+    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+        raise ValueError(f"num_items must be a positive integer (the catalog size), got {num_items!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    if isinstance(margin, bool) or not isinstance(margin, int | float):
+        raise ValueError(f"margin must be a number, got {margin!r}")
+    weightings.get(weighting)
+    for argument, identifier in kernel_arguments.items():
+        _check_kernel(argument, identifier)
+    return {"num_items": num_items, "alpha": float(alpha), "margin": float(margin),
+            "weighting": weighting, **kernel_arguments}
 
 
-class _CROFunction(CROLossSpec):
-    def __init__(self, ops: Any, name: str, num_items: int, alpha: float, kernel: Any,
-                 margin: float, weighting: str):
-        self._ops, self.name = ops, name
-        self._configure(num_items, alpha, margin, weighting)
-        self._configure_kernel(kernel)
-
-
-class _LambdaCROFunction(LambdaCROLossSpec):
-    def __init__(self, ops: Any, name: str, num_items: int, alpha: float, weight_kernel: Any,
-                 grad_kernel: Any, margin: float, weighting: str):
-        self._ops, self.name = ops, name
-        self._configure(num_items, alpha, margin, weighting)
-        self._configure_kernels(weight_kernel, grad_kernel)
+def _check_kernel(argument: str, identifier: Any) -> None:
+    if argument not in KERNEL_ARGUMENTS:
+        raise TypeError(f"unexpected argument {argument!r}")
+    if isinstance(identifier, kernels.Kernel):
+        differentiable = identifier.differentiable
+    elif callable(identifier):
+        differentiable = True
+    elif isinstance(identifier, str):
+        name = kernels.canonical_name(identifier)
+        differentiable, identifier = name not in kernels.WEIGHT_ONLY, name
+    else:
+        raise ValueError(f"{argument} must be a kernel name or a callable, got {identifier!r}")
+    if argument != "weight_kernel" and not differentiable:
+        hint = "use it as LambdaCROLoss's weight_kernel" if argument == "kernel" else "it can only be the weight_kernel"
+        raise ValueError(f"{argument} {getattr(identifier, 'name', identifier)!r} has no gradient; {hint}")
 
 
 def cro_loss(
@@ -325,26 +239,39 @@ def cro_loss(
     logits: Any,
     *,
     num_items: int,
-    alpha: float = 1.0,
-    kernel: Any = "softplus",
-    margin: float = 5.0,
-    weighting: str = "power",
+    alpha: float = ALPHA,
+    kernel: KernelSpec = KERNEL,
+    margin: float = MARGIN,
+    weighting: str = WEIGHTING,
     candidate_sampling_probability: Any = None,
     ops: Any = None,
 ) -> Any:
-    """CROLoss per row, ``[batch]``: ``log(N + 1) * W_alpha(R)`` (see ``tfcroloss.CROLoss``).
+    """CROLoss per row, ``[batch]``: ``log(N + 1) * W_alpha(R)`` (eq. 16, the rank R from eq. 24).
+
+    Special cases (section 3.5): ``kernel="exponential", alpha=1`` is softmax cross-entropy (same
+    gradient, value shifted by ``log(N / M)``); ``kernel="softplus", alpha=0`` is BPR and
+    ``kernel="hinge", alpha=0`` the triplet loss, each up to a positive factor and an offset.
 
     Args:
       labels: ``[batch, candidates]``, one 1 per row at the positive.
       logits: ``[batch, candidates]`` scores; masked candidates at or below ``MASKED_LOGIT``.
-      num_items, alpha, kernel, margin, weighting: as in ``CROLoss``.
+      num_items: catalog size |I|, at least the number of negatives per row.
+      alpha: weighting exponent >= 0; larger favours smaller retrieval sizes N.
+      kernel: "sigmoid", "softplus", "exponential" ("exp"), "hinge", or a callable phi(x).
+        The unit step has no gradient: use it in ``lambda_cro_loss``.
+      margin: the hinge kernel's margin m.
+      weighting: name of the rank weighting ("power", the paper's w_alpha).
       candidate_sampling_probability: ``q_j``, each candidate's probability per
         draw, ``[candidates]`` or ``[batch, candidates]``; None for uniform negatives.
       ops: the array namespace; TensorFlow when None (``tfcroloss.keras3`` passes ``keras.ops``).
     """
+    arguments = check_arguments(num_items=num_items, alpha=alpha, margin=margin, weighting=weighting,
+                                kernel=kernel)
     ops = ops or backends.tensorflow_ops()
-    loss = _CROFunction(ops, "cro_loss", num_items, alpha, kernel, margin, weighting)
-    return loss.call(labels, logits, candidate_sampling_probability)
+    phi = kernels.get(kernel, margin=arguments["margin"], ops=ops)
+    candidates = prepare(ops, labels, logits, num_items, candidate_sampling_probability, "cro_loss")
+    log_rank = _log_rank(ops, candidates, phi, num_items)
+    return finish(ops, candidates, _weighting(ops, arguments).value(log_rank))
 
 
 def lambda_cro_loss(
@@ -352,18 +279,49 @@ def lambda_cro_loss(
     logits: Any,
     *,
     num_items: int,
-    alpha: float = 1.0,
-    weight_kernel: Any = "sigmoid",
-    grad_kernel: Any = "softplus",
-    margin: float = 5.0,
-    weighting: str = "power",
+    alpha: float = ALPHA,
+    weight_kernel: KernelSpec = WEIGHT_KERNEL,
+    grad_kernel: KernelSpec = GRAD_KERNEL,
+    margin: float = MARGIN,
+    weighting: str = WEIGHTING,
     candidate_sampling_probability: Any = None,
     ops: Any = None,
 ) -> Any:
-    """LambdaCROLoss per row, ``[batch]`` (see ``tfcroloss.LambdaCROLoss``); arguments as in
-    :func:`cro_loss`, with the weight kernel phi1 and the gradient kernel phi2."""
+    """LambdaCROLoss per row, ``[batch]`` (eq. 21-23): ``stop_gradient(lambda) * R_phi2``.
+
+    ``lambda`` is the derivative of ``log(N + 1) * W_alpha`` at ``R_phi1``, so the gradient for
+    each gap is ``lambda * dR_phi2 / dgap``: the weight kernel phi1 estimates the rank (it may be
+    the unit step), the gradient kernel phi2 sets how hard each negative is pushed. Both ranks
+    use the same importance weights. Arguments as in :func:`cro_loss`, with:
+
+    Args:
+      weight_kernel: phi1, any kernel including "unit_step".
+      grad_kernel: phi2, a differentiable kernel.
+    """
+    arguments = check_arguments(num_items=num_items, alpha=alpha, margin=margin, weighting=weighting,
+                                weight_kernel=weight_kernel, grad_kernel=grad_kernel)
     ops = ops or backends.tensorflow_ops()
-    loss = _LambdaCROFunction(
-        ops, "lambda_cro_loss", num_items, alpha, weight_kernel, grad_kernel, margin, weighting
+    phi1 = kernels.get(weight_kernel, margin=arguments["margin"], ops=ops)
+    phi2 = kernels.get(grad_kernel, margin=arguments["margin"], ops=ops)
+    candidates = prepare(ops, labels, logits, num_items, candidate_sampling_probability, "lambda_cro_loss")
+    fixed = dataclasses.replace(candidates, gaps=ops.stop_gradient(candidates.gaps))
+    weight = ops.stop_gradient(_weighting(ops, arguments).derivative(_log_rank(ops, fixed, phi1, num_items)))
+    row_loss = weight * weightings.capped_exp(_log_rank(ops, candidates, phi2, num_items), ops)
+    return finish(ops, candidates, row_loss)
+
+
+def _weighting(ops: Any, arguments: dict[str, Any]) -> Any:
+    return weightings.get(arguments["weighting"])(arguments["alpha"], arguments["num_items"], ops=ops)
+
+
+def _log_rank(ops: Any, candidates: Candidates, kernel: kernels.Kernel, num_items: int) -> Any:
+    return sampled_log_rank(
+        candidates.gaps, candidates.negative_mask, kernel, num_items,
+        candidates.num_negatives, candidates.log_weights, ops=ops,
     )
-    return loss.call(labels, logits, candidate_sampling_probability)
+
+
+def saturate_float16(ops: Any, row_loss: Any) -> Any:
+    """Row losses above ``FLOAT16_SATURATION`` continue as ``log1p`` of the excess, so values and
+    gradients stay inside float16's range (it tops out at 65504)."""
+    return ops.minimum(row_loss, FLOAT16_SATURATION) + ops.log1p(ops.relu(row_loss - FLOAT16_SATURATION))

@@ -5,7 +5,8 @@ kernels, weightings, masking, NaN and half-precision contracts as the tf-keras c
 (``tfcroloss.CROLoss``): both run the maths in ``tfcroloss.functional``, here over
 ``keras.ops``. Importing this module imports no TensorFlow (unless Keras's backend is
 TensorFlow) and leaves ``tf.keras`` as it is; a process uses either these classes or the
-tf-keras ones (``import tfcroloss``), and asking for the other is an ``ImportError``.
+tf-keras ones (``tfcroloss.CROLoss``, module ``tfcroloss.losses``): each refuses to load
+beside the other with an ``ImportError`` that says why.
 
 Input checks (one 1 per row, 0/1 labels, no more negatives than ``num_items``,
 ``q_j > 0``) raise ``ValueError`` on concrete values; inside ``jax.jit`` they are skipped,
@@ -21,33 +22,48 @@ True
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from tfcroloss import backends
+import tfcroloss
 
-ops = backends.keras_ops()  # selects Keras 3 for tfcroloss in this process, or raises
+if "tfcroloss.losses" in sys.modules:
+    raise ImportError(
+        "tfcroloss is already in use with tf-keras in this process (`from tfcroloss import "
+        "CROLoss`, TFRS); it cannot also use Keras 3 (`import tfcroloss.keras3`). tf-keras needs "
+        "TF_USE_LEGACY_KERAS=1 before TensorFlow is imported, which makes tf.keras Keras 2 for "
+        "the whole process: use one of the two per process."
+    )
+if tfcroloss.SET_TF_USE_LEGACY_KERAS:  # set by `import tfcroloss` for the tf-keras flavour
+    os.environ.pop("TF_USE_LEGACY_KERAS", None)
 
 import keras  # noqa: E402
 
-from tfcroloss import functional  # noqa: E402
+from tfcroloss import backends, functional  # noqa: E402
 from tfcroloss.functional import (  # noqa: E402
+    ALPHA,
+    GRAD_KERNEL,
+    KERNEL,
+    MARGIN,
     MASKED_LOGIT,
-    CROLossSpec,
-    LambdaCROLossSpec,
-    SampledRankLossSpec,
+    WEIGHT_KERNEL,
+    WEIGHTING,
+    KernelSpec,
 )
+
+ops = backends.keras_ops()
 
 __all__ = [
     "CROLoss",
     "LambdaCROLoss",
+    "LossWrapper",
     "cro_loss",
     "lambda_cro_loss",
     "remove_accidental_hits",
     "MASKED_LOGIT",
 ]
-
-KernelSpec = str | Callable[[Any], Any]
 
 
 def cro_loss(labels: Any, logits: Any, **kwargs: Any) -> Any:
@@ -79,15 +95,17 @@ def remove_accidental_hits(logits: Any, labels: Any, candidate_ids: Any) -> Any:
     return ops.where(hits, ops.full_like(logits, MASKED_LOGIT), logits)
 
 
-class _SampledRankLoss(SampledRankLossSpec, keras.losses.Loss):
-    """Keras 3 plumbing for the family: reduction, name, dtype, config."""
+class LossWrapper(keras.losses.Loss):
+    """A Keras 3 loss that holds the arguments of a ``tfcroloss.functional`` loss and calls it
+    over ``keras.ops``; ``call(y_true, y_pred, candidate_sampling_probability=None)`` gives
+    per-example losses. The arguments are checked when the loss is made and kept as attributes."""
 
-    _ops = ops
-
-    def __init__(self, num_items: int, alpha: float, margin: float, weighting: str,
-                 reduction: str, name: str, dtype: Any):
-        keras.losses.Loss.__init__(self, name=name, reduction=reduction, dtype=dtype)
-        self._configure(num_items, alpha, margin, weighting)
+    def __init__(self, fn: Callable[..., Any], *, reduction: str, name: str, dtype: Any, **arguments: Any):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = fn
+        self._fn_kwargs = functional.check_arguments(**arguments)
+        self.__dict__.update(self._fn_kwargs)
+        self._float16_call = False
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         # Keras 3 casts y_pred to the loss's dtype (float32) before `call`. Float16 logits (a
@@ -95,82 +113,66 @@ class _SampledRankLoss(SampledRankLossSpec, keras.losses.Loss):
         # the gradients flowing back into them overflow: `call` reads this flag while it runs
         # (at trace time under jit / tf.function).
         dtype = getattr(y_pred, "dtype", None)
-        if dtype is None or keras.backend.standardize_dtype(dtype) != "float16":
-            return keras.losses.Loss.__call__(self, y_true, y_pred, sample_weight)
-        self._float16_call = True
+        self._float16_call = dtype is not None and keras.backend.standardize_dtype(dtype) == "float16"
         try:
-            return keras.losses.Loss.__call__(self, y_true, y_pred, sample_weight)
+            return super().__call__(y_true, y_pred, sample_weight)
         finally:
             self._float16_call = False
 
-    def _float16_logits(self) -> bool:
-        return getattr(self, "_float16_call", False)
-
-    @staticmethod
-    def _serialize_kernel(kernel: KernelSpec) -> Any:
-        return kernel if isinstance(kernel, str) else keras.saving.serialize_keras_object(kernel)
-
-    @staticmethod
-    def _deserialize_kernel(config: Any) -> KernelSpec:
-        return config if isinstance(config, str) else keras.saving.deserialize_keras_object(config)
+    def call(self, y_true: Any, y_pred: Any, candidate_sampling_probability: Any = None) -> Any:
+        """Per-example losses ``[batch]``; see ``tfcroloss.losses.LossWrapper.call``."""
+        row_loss = self.fn(y_true, y_pred, candidate_sampling_probability=candidate_sampling_probability,
+                           ops=ops, **self._fn_kwargs)
+        return functional.saturate_float16(ops, row_loss) if self._float16_call else row_loss
 
     def get_config(self) -> dict[str, Any]:
-        return {**keras.losses.Loss.get_config(self), **self._config()}
+        arguments = {
+            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
+            else keras.saving.serialize_keras_object(value)
+            for key, value in self._fn_kwargs.items()
+        }
+        return {**super().get_config(), **arguments}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LossWrapper:
+        return cls(**{
+            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
+            else keras.saving.deserialize_keras_object(value)
+            for key, value in config.items()
+        })
 
 
 @keras.saving.register_keras_serializable(package="tfcroloss")
-class CROLoss(CROLossSpec, _SampledRankLoss):
-    """CROLoss for Keras 3; see ``tfcroloss.CROLoss`` for the loss, NaN, half precision
-    and ``call(y_true, y_pred, candidate_sampling_probability=q)``.
+class CROLoss(LossWrapper):
+    """CROLoss for Keras 3: ``tfcroloss.functional.cro_loss`` per example; see
+    ``tfcroloss.CROLoss`` for NaN, half precision and ``candidate_sampling_probability``.
 
     Args:
-      num_items: catalog size |I|.
-      alpha: weighting exponent >= 0.
-      kernel: "sigmoid", "softplus", "exponential" ("exp"), "hinge", or a callable phi(x).
-      margin: the hinge kernel's margin m.
-      weighting: "power".
+      num_items, alpha, kernel, margin, weighting: as in ``cro_loss``.
       reduction: a Keras 3 reduction ("sum_over_batch_size", "sum", "mean", "none", ...).
       name: the loss's name.
       dtype: the loss's compute dtype (Keras 3 casts the inputs to it); float32 when None.
     """
 
-    def __init__(
-        self,
-        num_items: int,
-        alpha: float = 1.0,
-        kernel: KernelSpec = "softplus",
-        margin: float = 5.0,
-        weighting: str = "power",
-        reduction: str = "sum_over_batch_size",
-        name: str = "cro_loss",
-        dtype: Any = None,
-    ):
-        super().__init__(num_items, alpha, margin, weighting, reduction, name, dtype)
-        self._configure_kernel(kernel)
+    def __init__(self, num_items: int, alpha: float = ALPHA, kernel: KernelSpec = KERNEL,
+                 margin: float = MARGIN, weighting: str = WEIGHTING,
+                 reduction: str = "sum_over_batch_size", name: str = "cro_loss", dtype: Any = None):
+        super().__init__(functional.cro_loss, reduction=reduction, name=name, dtype=dtype,
+                         num_items=num_items, alpha=alpha, kernel=kernel, margin=margin, weighting=weighting)
 
 
 @keras.saving.register_keras_serializable(package="tfcroloss")
-class LambdaCROLoss(LambdaCROLossSpec, _SampledRankLoss):
-    """LambdaCROLoss for Keras 3; see ``tfcroloss.LambdaCROLoss``.
+class LambdaCROLoss(LossWrapper):
+    """LambdaCROLoss for Keras 3: ``tfcroloss.functional.lambda_cro_loss`` per example.
 
     Args:
-      num_items, alpha: as in ``CROLoss``.
-      weight_kernel: phi1, any kernel including "unit_step".
-      grad_kernel: phi2, a differentiable kernel.
-      margin, weighting, reduction, name, dtype: as in ``CROLoss``.
+      num_items, alpha, weight_kernel, grad_kernel, margin, weighting: as in ``lambda_cro_loss``.
+      reduction, name, dtype: as in ``CROLoss``.
     """
 
-    def __init__(
-        self,
-        num_items: int,
-        alpha: float = 1.0,
-        weight_kernel: KernelSpec = "sigmoid",
-        grad_kernel: KernelSpec = "softplus",
-        margin: float = 5.0,
-        weighting: str = "power",
-        reduction: str = "sum_over_batch_size",
-        name: str = "lambda_cro_loss",
-        dtype: Any = None,
-    ):
-        super().__init__(num_items, alpha, margin, weighting, reduction, name, dtype)
-        self._configure_kernels(weight_kernel, grad_kernel)
+    def __init__(self, num_items: int, alpha: float = ALPHA, weight_kernel: KernelSpec = WEIGHT_KERNEL,
+                 grad_kernel: KernelSpec = GRAD_KERNEL, margin: float = MARGIN, weighting: str = WEIGHTING,
+                 reduction: str = "sum_over_batch_size", name: str = "lambda_cro_loss", dtype: Any = None):
+        super().__init__(functional.lambda_cro_loss, reduction=reduction, name=name, dtype=dtype,
+                         num_items=num_items, alpha=alpha, weight_kernel=weight_kernel,
+                         grad_kernel=grad_kernel, margin=margin, weighting=weighting)

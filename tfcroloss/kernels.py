@@ -63,6 +63,22 @@ ALIASES = {"exp": "exponential", "step": "unit_step"}
 NAMES = ("sigmoid", "softplus", "exponential", "hinge", "unit_step")
 
 
+def canonical_name(identifier: str) -> str:
+    """The registry name of ``identifier`` (a name or an alias, any case); needs no framework.
+
+    Raises:
+      ValueError: for an unknown name; the message lists the valid ones.
+    """
+    name = ALIASES.get(identifier.lower(), identifier.lower())
+    if name not in NAMES:
+        raise ValueError(f"{unknown_name('kernel', identifier, sorted(NAMES + tuple(ALIASES)))}, or a callable")
+    return name
+
+
+# Kernels without a gradient: they may only weight gradients (LambdaCROLoss's weight_kernel).
+WEIGHT_ONLY = ("unit_step",)
+
+
 def get(identifier: str | KernelFn | Kernel, margin: float = 5.0, ops: Any = None) -> Kernel:
     """Returns the kernel named ``identifier`` (or wraps a callable).
 
@@ -81,7 +97,4 @@ def get(identifier: str | KernelFn | Kernel, margin: float = 5.0, ops: Any = Non
         return Kernel(getattr(identifier, "__name__", "custom"), identifier)
     if not isinstance(identifier, str):
         raise TypeError(f"kernel must be a name or a callable, got {identifier!r}")
-    name = ALIASES.get(identifier.lower(), identifier.lower())
-    if name not in NAMES:
-        raise ValueError(f"{unknown_name('kernel', identifier, sorted(NAMES + tuple(ALIASES)))}, or a callable")
-    return _builders(ops or backends.tensorflow_ops(), float(margin))[name]
+    return _builders(ops or backends.tensorflow_ops(), float(margin))[canonical_name(identifier)]

@@ -1,11 +1,17 @@
-"""CROLoss and LambdaCROLoss as tf-keras (Keras 2) losses.
+"""CROLoss and LambdaCROLoss as tf-keras (Keras 2) losses: the flavour for TFRS.
 
 Both take what ``tfrs.tasks.Retrieval`` hands its loss: ``y_true`` is
 ``[batch, candidates]`` with a single 1 at each row's positive, ``y_pred`` the
 (already scaled) logits. Every other candidate is a negative, except those
 TFRS masked (accidental hits, ``score_mask``), whose logits sit near
-``float32.min / 100``: they are neither negatives nor counted. The maths is in
-``tfcroloss.functional``, shared with the Keras 3 classes (``tfcroloss.keras3``).
+``float32.min / 100``: they are neither negatives nor counted. Each class holds
+the arguments of its function in ``tfcroloss.functional`` and calls it, as Keras's
+``LossFunctionWrapper`` does.
+
+Loading this module makes ``tf.keras`` tf-keras (``import tfcroloss`` set
+``TF_USE_LEGACY_KERAS=1``), so it refuses to load where that cannot hold: in a
+process that uses ``tfcroloss.keras3``, or where TensorFlow was already imported
+with Keras 3.
 
 >>> import tensorflow as tf
 >>> y_true = tf.constant([[1.0, 0.0, 0.0]])
@@ -18,129 +24,140 @@ True
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from tfcroloss import backends
-from tfcroloss.functional import MASKED_LOGIT, CROLossSpec, LambdaCROLossSpec, SampledRankLossSpec
+if "tfcroloss.keras3" in sys.modules:
+    raise ImportError(
+        "tfcroloss is already in use with Keras 3 in this process (`import tfcroloss.keras3`); "
+        "it cannot also use tf-keras (`from tfcroloss import CROLoss`, TFRS). tf-keras needs "
+        "TF_USE_LEGACY_KERAS=1 before TensorFlow is imported, which makes tf.keras Keras 2 for "
+        "the whole process: use one of the two per process."
+    )
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # also when tfcroloss's root did not run first
+
+import tensorflow as tf  # noqa: E402
+
+from tfcroloss import backends, functional  # noqa: E402
+from tfcroloss.functional import (  # noqa: E402
+    ALPHA,
+    GRAD_KERNEL,
+    KERNEL,
+    MARGIN,
+    MASKED_LOGIT,
+    WEIGHT_KERNEL,
+    WEIGHTING,
+    KernelSpec,
+)
+
+if not tf.keras.__name__.startswith("tf_keras"):
+    raise ImportError(
+        "tfcroloss needs Keras 2 (tf-keras) as tf.keras, but TensorFlow was imported with "
+        f"Keras {getattr(tf.keras, '__version__', None) or tf.keras.__name__}. Set the environment "
+        "variable TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (or import tfcroloss "
+        "before tensorflow), and `pip install tf-keras`. For Keras 3 (TensorFlow, JAX or PyTorch "
+        "backend) use `import tfcroloss.keras3` instead."
+    )
+
+__all__ = ["CROLoss", "LambdaCROLoss", "LossWrapper", "MASKED_LOGIT"]
 
 _ops = backends.tensorflow_ops()
-tf = _ops.tf
-
-__all__ = ["CROLoss", "LambdaCROLoss", "MASKED_LOGIT"]
-
-KernelSpec = str | Callable[[tf.Tensor], tf.Tensor]
 _HALF = (tf.float16, tf.bfloat16)
 
 
-class _SampledRankLoss(SampledRankLossSpec, tf.keras.losses.Loss):
-    """tf-keras plumbing for the family: reduction, name, config, half-precision result.
+class LossWrapper(tf.keras.losses.Loss):
+    """A tf-keras loss that holds the arguments of a ``tfcroloss.functional`` loss and calls it.
 
-    ``call(y_true, y_pred, candidate_sampling_probability=None)`` (from
-    ``SampledRankLossSpec``) gives per-example losses; leaves implement ``_row_loss``.
+    ``call(y_true, y_pred, candidate_sampling_probability=None)`` gives per-example losses;
+    ``__call__`` reduces them (``reduction``) and returns half-precision logits' dtype.
+    The arguments are checked when the loss is made and kept as attributes
+    (``loss.alpha``, ``loss.kernel``, ...).
     """
 
-    _ops = _ops
+    def __init__(self, fn: Callable[..., Any], *, reduction: str, name: str, **arguments: Any):
+        super().__init__(reduction=reduction, name=name)
+        self.fn = fn
+        self._fn_kwargs = functional.check_arguments(**arguments)
+        self.__dict__.update(self._fn_kwargs)
 
-    def __init__(self, num_items: int, alpha: float, margin: float, weighting: str,
-                 reduction: str, name: str):
-        tf.keras.losses.Loss.__init__(self, reduction=reduction, name=name)
-        self._configure(num_items, alpha, margin, weighting)
+    def call(self, y_true: Any, y_pred: Any, candidate_sampling_probability: Any = None) -> tf.Tensor:
+        """Per-example losses ``[batch]`` (float32 for half-precision inputs).
+
+        Keras calls this with ``(y_true, y_pred)``. A model whose negatives are not
+        uniform draws calls it with ``candidate_sampling_probability`` (``q_j`` per
+        draw, ``[candidates]`` or ``[batch, candidates]``) and reduces the result
+        itself, e.g. ``tf.nn.compute_average_loss(loss.call(y, s, q), sample_weight)``.
+        """
+        return self.fn(y_true, y_pred, candidate_sampling_probability=candidate_sampling_probability,
+                       ops=_ops, **self._fn_kwargs)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
-        loss = tf.keras.losses.Loss.__call__(self, y_true, y_pred, sample_weight)
+        loss = super().__call__(y_true, y_pred, sample_weight)
         dtype = getattr(y_pred, "dtype", None)
         if dtype is not None and tf.as_dtype(dtype) in _HALF:  # reduced in float32, cast once
             loss = tf.cast(loss, dtype)
         return loss
 
-    @staticmethod
-    def _serialize_kernel(kernel: KernelSpec) -> Any:
-        return kernel if isinstance(kernel, str) else tf.keras.utils.serialize_keras_object(kernel)
-
-    @staticmethod
-    def _deserialize_kernel(config: Any) -> KernelSpec:
-        return config if isinstance(config, str) else tf.keras.utils.deserialize_keras_object(config)
-
     def get_config(self) -> dict[str, Any]:
-        return {**tf.keras.losses.Loss.get_config(self), **self._config()}
+        arguments = {
+            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
+            else tf.keras.utils.serialize_keras_object(value)
+            for key, value in self._fn_kwargs.items()
+        }
+        return {**super().get_config(), **arguments}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LossWrapper:
+        return cls(**{
+            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
+            else tf.keras.utils.deserialize_keras_object(value)
+            for key, value in config.items()
+        })
 
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
-class CROLoss(CROLossSpec, _SampledRankLoss):
-    """Customizable Recall@N Optimization Loss (eq. 16 with the estimator of eq. 24).
+class CROLoss(LossWrapper):
+    """Customizable Recall@N Optimization Loss: ``tfcroloss.functional.cro_loss`` per example.
 
     Per example: ``log(num_items + 1) * W_alpha(R)`` with
-    ``R = num_items / M * (1 + sum_j phi(s_j - s+))`` over the row's ``M``
-    negatives. Special cases (section 3.5): ``kernel="exponential", alpha=1``
-    is softmax cross-entropy (same gradient, value shifted by ``log(N / M)``);
-    ``kernel="softplus", alpha=0`` is BPR and ``kernel="hinge", alpha=0`` the
-    triplet loss, each up to a positive factor and an offset.
-
-    NaN is never hidden: a NaN in any unmasked logit of a row makes that row's
-    loss NaN (so ``TerminateOnNaN`` stops a diverging run). float16 and bfloat16
-    logits are computed in float32 and the result is cast back to their dtype.
-
-    Non-uniform negatives: ``loss.call(y_true, y_pred, candidate_sampling_probability=q)``
-    returns per-example losses whose rank estimate weights negative j by
-    ``1 / (num_items * q_j)`` (``docs/unbiased-rank.md``); reduce them yourself.
+    ``R = num_items / M * (1 + sum_j phi(s_j - s+))`` over the row's ``M`` negatives.
+    ``kernel="exponential", alpha=1`` is softmax cross-entropy (same gradient); BPR and the
+    triplet loss are ``alpha=0`` with ``softplus`` and ``hinge``. NaN is never hidden (a NaN
+    among a row's unmasked logits makes its loss NaN); float16 and bfloat16 logits are computed
+    in float32 and the result is cast back to their dtype. Non-uniform negatives:
+    ``loss.call(y_true, y_pred, candidate_sampling_probability=q)`` (``docs/unbiased-rank.md``).
 
     Args:
-      num_items: catalog size |I|, at least the number of negatives per row.
-      alpha: weighting exponent >= 0; larger favours smaller retrieval sizes N.
-      kernel: "sigmoid", "softplus", "exponential" ("exp"), "hinge", or a
-        callable phi(x). The unit step has no gradient: use it in LambdaCROLoss.
-      margin: the hinge kernel's margin m.
-      weighting: name of the rank weighting ("power", the paper's w_alpha).
+      num_items, alpha, kernel, margin, weighting: as in ``cro_loss``.
       reduction: a ``tf.keras.losses.Reduction``.
       name: the loss's name.
     """
 
-    def __init__(
-        self,
-        num_items: int,
-        alpha: float = 1.0,
-        kernel: KernelSpec = "softplus",
-        margin: float = 5.0,
-        weighting: str = "power",
-        reduction: str = tf.keras.losses.Reduction.AUTO,
-        name: str = "cro_loss",
-    ):
-        super().__init__(num_items, alpha, margin, weighting, reduction, name)
-        self._configure_kernel(kernel)
-
+    def __init__(self, num_items: int, alpha: float = ALPHA, kernel: KernelSpec = KERNEL,
+                 margin: float = MARGIN, weighting: str = WEIGHTING,
+                 reduction: str = tf.keras.losses.Reduction.AUTO, name: str = "cro_loss"):
+        super().__init__(functional.cro_loss, reduction=reduction, name=name, num_items=num_items,
+                         alpha=alpha, kernel=kernel, margin=margin, weighting=weighting)
 
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
-class LambdaCROLoss(LambdaCROLossSpec, _SampledRankLoss):
-    """CROLoss with the Lambda method (eq. 21-23).
+class LambdaCROLoss(LossWrapper):
+    """CROLoss with the Lambda method: ``tfcroloss.functional.lambda_cro_loss`` per example.
 
-    Per example: ``stop_gradient(lambda) * R_phi2`` where ``lambda`` is the
-    derivative of ``log(num_items + 1) * W_alpha`` at ``R_phi1``. The gradient
-    for each gap is therefore ``lambda * dR_phi2 / dgap``: the weight kernel
-    phi1 estimates the rank (it may be the unit step), the gradient kernel phi2
-    sets how hard each negative is pushed. NaN, half precision and
-    ``candidate_sampling_probability`` (both ranks use the same importance
-    weights) as in ``CROLoss``.
+    The weight kernel phi1 estimates the rank under stop-gradient (it may be the unit step);
+    the gradient kernel phi2 sets how hard each negative is pushed. NaN, half precision and
+    ``candidate_sampling_probability`` as in ``CROLoss``.
 
     Args:
-      num_items: catalog size |I|.
-      alpha: weighting exponent >= 0.
-      weight_kernel: phi1, any kernel including "unit_step".
-      grad_kernel: phi2, a differentiable kernel.
-      margin, weighting, reduction, name: as in ``CROLoss``.
+      num_items, alpha, weight_kernel, grad_kernel, margin, weighting: as in ``lambda_cro_loss``.
+      reduction, name: as in ``CROLoss``.
     """
 
-    def __init__(
-        self,
-        num_items: int,
-        alpha: float = 1.0,
-        weight_kernel: KernelSpec = "sigmoid",
-        grad_kernel: KernelSpec = "softplus",
-        margin: float = 5.0,
-        weighting: str = "power",
-        reduction: str = tf.keras.losses.Reduction.AUTO,
-        name: str = "lambda_cro_loss",
-    ):
-        super().__init__(num_items, alpha, margin, weighting, reduction, name)
-        self._configure_kernels(weight_kernel, grad_kernel)
+    def __init__(self, num_items: int, alpha: float = ALPHA, weight_kernel: KernelSpec = WEIGHT_KERNEL,
+                 grad_kernel: KernelSpec = GRAD_KERNEL, margin: float = MARGIN, weighting: str = WEIGHTING,
+                 reduction: str = tf.keras.losses.Reduction.AUTO, name: str = "lambda_cro_loss"):
+        super().__init__(functional.lambda_cro_loss, reduction=reduction, name=name, num_items=num_items,
+                         alpha=alpha, weight_kernel=weight_kernel, grad_kernel=grad_kernel, margin=margin,
+                         weighting=weighting)

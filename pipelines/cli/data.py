@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from tfcroloss.pipelines.data.dataset import read_metadata
+from tfcroloss.pipelines.data import FORMATS, SYNTHETIC_FORMATS
 from tfcroloss.pipelines.data.download import MANUAL_SOURCES, SOURCES, download
-from tfcroloss.pipelines.data.prepare import AUTHORS_SEED, PrepareConfig, prepare_file
-from tfcroloss.pipelines.data.readers import FORMATS
-from tfcroloss.pipelines.data.synthetic import PRESETS, SYNTHETIC_FORMATS, write_synthetic
+from tfcroloss.pipelines.data.synthetic_presets import PRESETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     protocol.add_argument("--train-fraction", type=float, default=0.8)
     protocol.add_argument("--valid-fraction", type=float, default=0.1)
-    protocol.add_argument("--seed", type=int, default=AUTHORS_SEED, help="user shuffle seed")
+    protocol.add_argument("--seed", type=int, help="user shuffle seed (default: the authors' seed)")
     prepare.set_defaults(func=run_prepare)
 
     data = subparsers.add_parser("data", help="synthetic logs, downloads, data set info")
@@ -90,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.data.prepare import PrepareConfig, prepare_file
+
+    seed = {} if args.seed is None else {"seed": args.seed}
     config = PrepareConfig(
         min_user_count=args.min_user_count,
         min_item_count=args.min_item_count,
@@ -98,7 +99,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         drop_duplicates=not args.keep_duplicates,
         train_fraction=args.train_fraction,
         valid_fraction=args.valid_fraction,
-        seed=args.seed,
+        **seed,
     )
     options = {
         "user_column": args.user_column,
@@ -141,6 +142,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.data.synthetic import write_synthetic
+
     count = write_synthetic(args.output, args.preset, seed=args.seed, fmt=args.fmt)
     print(f"wrote {count:,} interactions ({args.preset}, seed {args.seed}) to {args.output}")
     return 0
@@ -153,5 +156,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from tfcroloss.pipelines.data.dataset import read_metadata
+
     print(json.dumps(read_metadata(args.path), indent=2))
     return 0

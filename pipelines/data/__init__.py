@@ -5,4 +5,16 @@ the paper's protocol (filters, ids by popularity, user split) and writes a prepa
 whose on-disk format is ``dataset``; ``inputs`` turns a prepared split into tf.data training cuts
 and evaluation samples. ``synthetic`` writes logs with learnable structure; ``download`` fetches
 public data sets. Nothing here imports training or serving.
+
+This package itself is light (no numpy, pyarrow or TensorFlow): it holds the room's error and the
+names that the CLI offers as choices, which the modules implementing them import from here.
 """
+
+
+class DataError(ValueError):
+    """Bad input data or a bad prepared data set; the message names the file, line and field."""
+
+
+SPLIT_NAMES = ("train", "valid", "test")  # the splits of a prepared data set (``dataset``)
+FORMATS = ("comirec", "movielens", "recbole", "csv")  # the log formats ``readers`` parse
+SYNTHETIC_FORMATS = ("comirec", "csv", "recbole")  # the formats ``synthetic`` writes

@@ -28,15 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tfcroloss.pipelines.data import SPLIT_NAMES, DataError
 from tfcroloss.pipelines.files import atomic_directory
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
-SPLIT_NAMES = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """Bad input data or a bad prepared data set; the message names the file, line and field."""
 
 
 @dataclasses.dataclass(frozen=True)

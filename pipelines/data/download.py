@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from tfcroloss.pipelines.data.dataset import DataError
+from tfcroloss.pipelines.data import DataError
 from tfcroloss.pipelines.files import atomic_file, remove_stale_temporaries, temporary_prefix
 from tfcroloss.registry import lookup
 

@@ -37,10 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tfcroloss.pipelines.data.dataset import SPLIT_NAMES, DataError
+from tfcroloss.pipelines.data import FORMATS, SPLIT_NAMES, DataError
 from tfcroloss.registry import lookup
 
-FORMATS = ("comirec", "movielens", "recbole", "csv")
 COMIREC_COLUMNS = ("user_id", "item_id", "time_stamp")
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 # name: (magic bytes, file name endings)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import tfcroloss.keras3
-from tests.loss_cases import *  # noqa: F403  (the shared tests, run here against Keras 3)
-from tests.loss_cases import NUM_ITEMS, make_batch
+from tests.loss_cases import NUM_ITEMS, LossContract, make_batch
 from tfcroloss.keras3 import CROLoss, LambdaCROLoss, cro_loss, lambda_cro_loss
 
 BACKEND = keras.backend.backend()
@@ -76,9 +75,10 @@ class Keras3:
         return (*as_numpy, keras.backend.standardize_dtype(value.dtype)) if with_dtype else tuple(as_numpy)
 
 
-@pytest.fixture
-def impl():
-    return Keras3
+class TestKeras3(LossContract):
+    """The shared NumPy-reference tests, against Keras 3 on this process's backend."""
+
+    IMPL = Keras3
 
 
 def test_backend_is_the_one_asked_for():
