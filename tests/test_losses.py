@@ -134,6 +134,28 @@ def test_serialization_round_trips(loss):
         np.testing.assert_allclose(clone(y_true, y_pred).numpy(), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "saved",
+    [  # as tf.keras.losses.serialize wrote them before the classes became function wrappers
+        {"class_name": "tfcroloss>CROLoss", "config": {
+            "reduction": "sum", "name": "cro", "num_items": NUM_ITEMS, "alpha": 1.4, "margin": 5.0,
+            "weighting": "power", "kernel": "hinge"}},
+        {"class_name": "tfcroloss>LambdaCROLoss", "config": {
+            "reduction": "auto", "name": "lambda_cro_loss", "num_items": NUM_ITEMS, "alpha": 1.4,
+            "margin": 5.0, "weighting": "power", "weight_kernel": "unit_step", "grad_kernel": "softplus"}},
+    ],
+)
+def test_configs_saved_by_earlier_versions_still_load(saved):
+    loss = tf.keras.losses.deserialize(saved)
+    assert loss.get_config() == saved["config"]
+    y_true, y_pred = make_batch(seed=10)
+    kernel = saved["config"].get("kernel") or saved["config"]["grad_kernel"]
+    want, _ = np_croloss(y_true, y_pred.astype(np.float64), kernel, 1.4, NUM_ITEMS,
+                         weight_kernel=saved["config"].get("weight_kernel"))
+    reduce = np.sum if saved["config"]["reduction"] == "sum" else np.mean
+    np.testing.assert_allclose(loss(y_true, y_pred).numpy(), reduce(want), rtol=1e-5)
+
+
 def _tiny_model():
     inputs = tf.keras.Input(shape=(4,))
     return tf.keras.Model(inputs, tf.keras.layers.Dense(8)(inputs))

@@ -217,6 +217,15 @@ def check_arguments(
             "weighting": weighting, **kernel_arguments}
 
 
+def map_kernel_callables(arguments: dict[str, Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
+    """``arguments`` with ``fn`` applied to each kernel that is not a name: how the Keras classes
+    serialize (and deserialize) a callable kernel, with their Keras's own functions."""
+    return {
+        key: fn(value) if key in KERNEL_ARGUMENTS and not isinstance(value, str) else value
+        for key, value in arguments.items()
+    }
+
+
 def _check_kernel(argument: str, identifier: Any) -> None:
     if argument not in KERNEL_ARGUMENTS:
         raise TypeError(f"unexpected argument {argument!r}")
@@ -230,7 +239,9 @@ def _check_kernel(argument: str, identifier: Any) -> None:
     else:
         raise ValueError(f"{argument} must be a kernel name or a callable, got {identifier!r}")
     if argument != "weight_kernel" and not differentiable:
-        hint = "use it as LambdaCROLoss's weight_kernel" if argument == "kernel" else "it can only be the weight_kernel"
+        hint = (
+            "use it as LambdaCROLoss's weight_kernel" if argument == "kernel" else "it can only be the weight_kernel"
+        )
         raise ValueError(f"{argument} {getattr(identifier, 'name', identifier)!r} has no gradient; {hint}")
 
 

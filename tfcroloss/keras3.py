@@ -42,16 +42,7 @@ if tfcroloss.SET_TF_USE_LEGACY_KERAS:  # set by `import tfcroloss` for the tf-ke
 import keras  # noqa: E402
 
 from tfcroloss import backends, functional  # noqa: E402
-from tfcroloss.functional import (  # noqa: E402
-    ALPHA,
-    GRAD_KERNEL,
-    KERNEL,
-    MARGIN,
-    MASKED_LOGIT,
-    WEIGHT_KERNEL,
-    WEIGHTING,
-    KernelSpec,
-)
+from tfcroloss.functional import MASKED_LOGIT, KernelSpec  # noqa: E402
 
 ops = backends.keras_ops()
 
@@ -126,20 +117,12 @@ class LossWrapper(keras.losses.Loss):
         return functional.saturate_float16(ops, row_loss) if self._float16_call else row_loss
 
     def get_config(self) -> dict[str, Any]:
-        arguments = {
-            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
-            else keras.saving.serialize_keras_object(value)
-            for key, value in self._fn_kwargs.items()
-        }
+        arguments = functional.map_kernel_callables(self._fn_kwargs, keras.saving.serialize_keras_object)
         return {**super().get_config(), **arguments}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LossWrapper:
-        return cls(**{
-            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
-            else keras.saving.deserialize_keras_object(value)
-            for key, value in config.items()
-        })
+        return cls(**functional.map_kernel_callables(config, keras.saving.deserialize_keras_object))
 
 
 @keras.saving.register_keras_serializable(package="tfcroloss")
@@ -154,8 +137,9 @@ class CROLoss(LossWrapper):
       dtype: the loss's compute dtype (Keras 3 casts the inputs to it); float32 when None.
     """
 
-    def __init__(self, num_items: int, alpha: float = ALPHA, kernel: KernelSpec = KERNEL,
-                 margin: float = MARGIN, weighting: str = WEIGHTING,
+    def __init__(self, num_items: int, alpha: float = functional.ALPHA,
+                 kernel: KernelSpec = functional.KERNEL, margin: float = functional.MARGIN,
+                 weighting: str = functional.WEIGHTING,
                  reduction: str = "sum_over_batch_size", name: str = "cro_loss", dtype: Any = None):
         super().__init__(functional.cro_loss, reduction=reduction, name=name, dtype=dtype,
                          num_items=num_items, alpha=alpha, kernel=kernel, margin=margin, weighting=weighting)
@@ -170,8 +154,10 @@ class LambdaCROLoss(LossWrapper):
       reduction, name, dtype: as in ``CROLoss``.
     """
 
-    def __init__(self, num_items: int, alpha: float = ALPHA, weight_kernel: KernelSpec = WEIGHT_KERNEL,
-                 grad_kernel: KernelSpec = GRAD_KERNEL, margin: float = MARGIN, weighting: str = WEIGHTING,
+    def __init__(self, num_items: int, alpha: float = functional.ALPHA,
+                 weight_kernel: KernelSpec = functional.WEIGHT_KERNEL,
+                 grad_kernel: KernelSpec = functional.GRAD_KERNEL, margin: float = functional.MARGIN,
+                 weighting: str = functional.WEIGHTING,
                  reduction: str = "sum_over_batch_size", name: str = "lambda_cro_loss", dtype: Any = None):
         super().__init__(functional.lambda_cro_loss, reduction=reduction, name=name, dtype=dtype,
                          num_items=num_items, alpha=alpha, weight_kernel=weight_kernel,

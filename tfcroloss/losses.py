@@ -41,16 +41,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # also when tfcroloss's root 
 import tensorflow as tf  # noqa: E402
 
 from tfcroloss import backends, functional  # noqa: E402
-from tfcroloss.functional import (  # noqa: E402
-    ALPHA,
-    GRAD_KERNEL,
-    KERNEL,
-    MARGIN,
-    MASKED_LOGIT,
-    WEIGHT_KERNEL,
-    WEIGHTING,
-    KernelSpec,
-)
+from tfcroloss.functional import MASKED_LOGIT, KernelSpec  # noqa: E402
 
 if not tf.keras.__name__.startswith("tf_keras"):
     raise ImportError(
@@ -101,20 +92,12 @@ class LossWrapper(tf.keras.losses.Loss):
         return loss
 
     def get_config(self) -> dict[str, Any]:
-        arguments = {
-            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
-            else tf.keras.utils.serialize_keras_object(value)
-            for key, value in self._fn_kwargs.items()
-        }
+        arguments = functional.map_kernel_callables(self._fn_kwargs, tf.keras.utils.serialize_keras_object)
         return {**super().get_config(), **arguments}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LossWrapper:
-        return cls(**{
-            key: value if isinstance(value, str) or key not in functional.KERNEL_ARGUMENTS
-            else tf.keras.utils.deserialize_keras_object(value)
-            for key, value in config.items()
-        })
+        return cls(**functional.map_kernel_callables(config, tf.keras.utils.deserialize_keras_object))
 
 
 @tf.keras.utils.register_keras_serializable(package="tfcroloss")
@@ -135,8 +118,9 @@ class CROLoss(LossWrapper):
       name: the loss's name.
     """
 
-    def __init__(self, num_items: int, alpha: float = ALPHA, kernel: KernelSpec = KERNEL,
-                 margin: float = MARGIN, weighting: str = WEIGHTING,
+    def __init__(self, num_items: int, alpha: float = functional.ALPHA,
+                 kernel: KernelSpec = functional.KERNEL, margin: float = functional.MARGIN,
+                 weighting: str = functional.WEIGHTING,
                  reduction: str = tf.keras.losses.Reduction.AUTO, name: str = "cro_loss"):
         super().__init__(functional.cro_loss, reduction=reduction, name=name, num_items=num_items,
                          alpha=alpha, kernel=kernel, margin=margin, weighting=weighting)
@@ -155,8 +139,10 @@ class LambdaCROLoss(LossWrapper):
       reduction, name: as in ``CROLoss``.
     """
 
-    def __init__(self, num_items: int, alpha: float = ALPHA, weight_kernel: KernelSpec = WEIGHT_KERNEL,
-                 grad_kernel: KernelSpec = GRAD_KERNEL, margin: float = MARGIN, weighting: str = WEIGHTING,
+    def __init__(self, num_items: int, alpha: float = functional.ALPHA,
+                 weight_kernel: KernelSpec = functional.WEIGHT_KERNEL,
+                 grad_kernel: KernelSpec = functional.GRAD_KERNEL, margin: float = functional.MARGIN,
+                 weighting: str = functional.WEIGHTING,
                  reduction: str = tf.keras.losses.Reduction.AUTO, name: str = "lambda_cro_loss"):
         super().__init__(functional.lambda_cro_loss, reduction=reduction, name=name, num_items=num_items,
                          alpha=alpha, weight_kernel=weight_kernel, grad_kernel=grad_kernel, margin=margin,
