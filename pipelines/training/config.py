@@ -82,6 +82,9 @@ class Registry:
     def names(self) -> tuple[str, ...]:
         return tuple(getattr(importlib.import_module(self.module), self.attribute))
 
+    def unknown(self, name: Any) -> str:
+        return unknown_name(self.what, name, self.names(), plural=self.plural)
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -219,7 +222,7 @@ def _loss_arguments(name: Any, where: str) -> dict[str, inspect.Parameter]:
     """The arguments the loss preset ``name`` takes besides ``name`` (``name`` checked first)."""
     registry = LossConfig.CHOICES["name"]
     if not isinstance(name, str) or name not in registry.names():
-        raise ConfigError(f"{where}: loss.name: {unknown_name(registry.what, name, registry.names(), plural=registry.plural)}")
+        raise ConfigError(f"{where}: loss.name: {registry.unknown(name)}")
     from tfcroloss.models.loss_presets import loss_arguments
 
     return loss_arguments(name)
@@ -274,7 +277,7 @@ def _section(section: str, raw: Any, source: str) -> Any:
                 bound.check(number, where)
         registry = getattr(cls, "CHOICES", {}).get(key)
         if registry and values[key] not in registry.names():
-            raise ConfigError(f"{where}: {unknown_name(registry.what, value, registry.names(), plural=registry.plural)}")
+            raise ConfigError(f"{where}: {registry.unknown(value)}")
     return cls(**values)
 
 

@@ -91,12 +91,15 @@ def test_missing_file_names_it(tmp_path):
         config_lib.load(tmp_path / "nothing.yaml")
 
 
-def test_loading_imports_no_framework():
+def test_loading_and_the_training_commands_import_no_framework():
     import subprocess
     import sys
 
-    code = ("import sys; from tfcroloss.pipelines.training import config; "
-            "config.from_dict({'data': {'path': 'd'}, 'loss': {'name': 'croloss', 'kernel': 'sigmoid'}}); "
+    code = ("import argparse, sys; from tfcroloss.pipelines.training import config; "
+            "from tfcroloss.pipelines.cli import training; "
+            "training.register(argparse.ArgumentParser().add_subparsers()); "
+            "config.from_dict({'data': {'path': 'd'}, 'loss': {'name': 'croloss', 'kernel': 'sigmoid'}, "
+            "'training': {'strategy': 'mirrored'}}); "
             "print([m for m in ('tensorflow', 'tensorflow_recommenders', 'scann') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
