@@ -92,7 +92,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.training import experiment
 
-    config_lib.read_yaml(args.config)  # a missing file or a YAML error is one line
     spec = experiment.load(args.config)
     if args.report_only:
         results, _ = experiment.read_results(spec.output / "results.json")

@@ -330,13 +330,14 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     return config
 
 
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file's content; a missing file, non-UTF-8 text or a syntax error is one line."""
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file's content; a missing file (named as ``what``), non-UTF-8 text or a syntax error
+    is one line."""
     path = Path(path)
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
+        raise FileNotFoundError(f"{what} not found: {path}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:
