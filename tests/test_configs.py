@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tfcroloss.pipelines.training import config as config_lib
-from tfcroloss.pipelines.training import experiment
+from tfcroloss.pipelines.training import experiment_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -19,5 +19,5 @@ def test_run_config_is_valid(path):
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("experiment*.yaml")), ids=lambda p: p.name)
 def test_experiment_config_is_valid(path, monkeypatch):
     monkeypatch.chdir(CONFIGS.parent)
-    spec = experiment.load(path)
+    spec = experiment_spec.load(path)
     assert spec.variants and spec.seeds

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tfcroloss.pipelines.data.dataset import SPLIT_NAMES
+from tfcroloss.pipelines.data import SPLIT_NAMES
 from tfcroloss.pipelines.retrieval import INDEX_KINDS
 from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training.tune import ALPHAS, KERNELS
@@ -90,17 +90,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from tfcroloss.pipelines.training import experiment
+    from tfcroloss.pipelines.training import experiment, experiment_spec, report
 
-    spec = experiment.load(args.config)
+    spec = experiment_spec.load(args.config)
     if args.report_only:
-        results, _ = experiment.read_results(spec.output / "results.json")
-        experiment.write_report(spec, results)
+        results, _ = report.read_results(spec.output / "results.json")
+        report.write_report(spec, results)
     else:
         results = experiment.run(spec, reuse_other_code=args.reuse_other_code)
-    header, rows = experiment.table_rows(results)
-    print(experiment.markdown_table(header, rows))
-    print(experiment.claims_markdown(results))
+    header, rows = report.table_rows(results)
+    print(report.markdown_table(header, rows))
+    print(report.claims_markdown(results))
     print(f"tables and plots: {spec.output}")
     return 0
 

@@ -4,6 +4,7 @@
 two-tower model with validation, early stopping, checkpoints and exact resume, writing a run
 directory whose format is ``run_directory``; ``distribute`` picks the tf.distribute strategy;
 ``evaluate`` scores every user against the whole catalog with a ``retrieval`` back-end;
-``experiment`` runs grids of losses and seeds and writes tables and plots. Training reads
+``experiment`` runs grids of losses and seeds (the file format in ``experiment_spec``) and
+``report`` writes their tables, plots and claims; ``tune`` searches a loss for a target N. Training reads
 ``data`` and ``retrieval``, and never imports ``serving``.
 """

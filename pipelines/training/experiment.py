@@ -29,26 +29,12 @@ from typing import Any
 import numpy as np
 
 from tfcroloss.pipelines.files import atomic_write_text
-from tfcroloss.pipelines.provenance import code_digest, code_identity, provenance
+from tfcroloss.pipelines.provenance import code_identity, provenance
 from tfcroloss.pipelines.training import config as config_lib
-from tfcroloss.pipelines.training.experiment_spec import Experiment, family, load, variant_config
-from tfcroloss.pipelines.training.report import (
-    claims_markdown,
-    markdown_table,
-    read_results,
-    table_rows,
-    write_report,
-)
+from tfcroloss.pipelines.training.experiment_spec import Experiment, family, variant_config
+from tfcroloss.pipelines.training.report import read_results, write_report
 from tfcroloss.pipelines.training.run_directory import METRICS_FILE
 from tfcroloss.pipelines.training.train import train
-
-# Running is defined here; the spec, report and provenance names are re-exported for the CLI, the tuner
-# and their tests.
-__all__ = [
-    "CODE_FILE", "Experiment", "ForeignRunError", "Progress", "claims_markdown", "code_digest", "code_identity",
-    "load", "markdown_table", "provenance", "read_results", "run", "run_directory", "table_rows", "train_or_reuse",
-    "variant_config", "write_report",
-]
 
 CODE_FILE = "code.json"
 

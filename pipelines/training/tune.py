@@ -91,13 +91,8 @@ def tune(
 ) -> dict[str, Any]:
     """Runs the search (or resumes it) and writes the recommendation; returns ``tune.json``'s content."""
     from tfcroloss.models.two_tower import negatives_per_row
-    from tfcroloss.pipelines.training.experiment import (
-        Progress,
-        code_identity,
-        provenance,
-        run_directory,
-        train_or_reuse,
-    )
+    from tfcroloss.pipelines.provenance import code_identity, provenance
+    from tfcroloss.pipelines.training.experiment import Progress, run_directory, train_or_reuse
 
     output = Path(output)
     metric = f"recall@{target_n}"
@@ -154,7 +149,7 @@ def _candidate_config(base: config_lib.RunConfig, candidate: Candidate) -> confi
 
 def tune_table(report: dict[str, Any]) -> str:
     """The search as a markdown table, best first, with the suggestion and the recommendation."""
-    from tfcroloss.pipelines.training.experiment import markdown_table
+    from tfcroloss.pipelines.training.report import markdown_table
 
     header = ["kernel", "alpha", "lr", report["metric"], "best step"]
     runs = sorted(report["runs"], key=lambda row: -row["validation"])

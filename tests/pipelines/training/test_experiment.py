@@ -8,7 +8,7 @@ import yaml
 from tests.conftest import tiny_config
 from tfcroloss.pipelines import provenance
 from tfcroloss.pipelines.training import config as config_lib
-from tfcroloss.pipelines.training import experiment
+from tfcroloss.pipelines.training import experiment, experiment_spec, report
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def spec_file(tiny_dataset, tmp_path):
 
 
 def test_experiment_writes_tables_plots_and_claims(spec_file, capsys):
-    spec = experiment.load(spec_file)
+    spec = experiment_spec.load(spec_file)
     assert list(spec.variants) == ["softmax", "croloss kernel=sigmoid alpha=0.6", "croloss kernel=sigmoid alpha=1.4"]
     results = experiment.run(spec)
     out = spec.output
@@ -54,11 +54,11 @@ def test_experiment_writes_tables_plots_and_claims(spec_file, capsys):
 
     experiment.run(spec)  # every run is finished: nothing trains again
     assert "==" not in capsys.readouterr().out
-    assert experiment.read_results(out / "results.json")[0] == json.loads(json.dumps(results))
+    assert report.read_results(out / "results.json")[0] == json.loads(json.dumps(results))
 
 
 def test_runs_of_other_code_are_refused_unless_reused(spec_file, monkeypatch, capsys):
-    spec = experiment.load(spec_file)
+    spec = experiment_spec.load(spec_file)
     spec.variants = {"softmax": spec.variants["softmax"]}
     spec.learning_rates, spec.seeds = [0.01], [1]
     experiment.run(spec)
@@ -76,8 +76,8 @@ def test_variant_overrides(spec_file):
                                                                      "negatives.correction": "none"}}
     spec["overrides"] = {"model.hidden_dims": []}
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    loaded = experiment.load(spec_file)
-    config = experiment.variant_config(loaded.base, loaded.variants["in-batch"], loaded.overrides)
+    loaded = experiment_spec.load(spec_file)
+    config = experiment_spec.variant_config(loaded.base, loaded.variants["in-batch"], loaded.overrides)
     assert config.negatives.mode == "in_batch" and config.negatives.correction == "none"
     assert config.model.hidden_dims == []
     assert config.loss.params == {}
@@ -88,11 +88,11 @@ def test_bad_variant_fails_before_training(spec_file):
     spec["variants"]["broken"] = {"name": "croloss", "kernel": "cosine"}
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.raises(ValueError, match="variant 'broken'.*unknown kernel 'cosine'"):
-        experiment.load(spec_file)
+        experiment_spec.load(spec_file)
     spec["variants"]["broken"] = {"name": "magic"}
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.raises(config_lib.ConfigError, match="variant 'broken'.*valid"):
-        experiment.load(spec_file)
+        experiment_spec.load(spec_file)
 
 
 def test_family_shares_the_rate_searched_on_alpha_nearest_one(spec_file):
@@ -100,7 +100,7 @@ def test_family_shares_the_rate_searched_on_alpha_nearest_one(spec_file):
     spec["share_learning_rate"] = "family"
     spec["seeds"] = [1]
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    loaded = experiment.load(spec_file)
+    loaded = experiment_spec.load(spec_file)
     results = experiment.run(loaded)
     searched, shared = results["croloss kernel=sigmoid alpha=0.6"], results["croloss kernel=sigmoid alpha=1.4"]
     assert searched["learning_rate_from"] == "croloss kernel=sigmoid alpha=0.6"  # tie: the first
@@ -113,11 +113,11 @@ def test_rates_from_an_earlier_experiment(spec_file, tmp_path):
     spec = yaml.safe_load(spec_file.read_text())
     spec["seeds"], spec["variants"], spec["grid"] = [1], {"softmax": {"name": "softmax"}}, []
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    first = experiment.run(experiment.load(spec_file))
+    first = experiment.run(experiment_spec.load(spec_file))
     spec["learning_rates_from"] = str(tmp_path / "out" / "results.json")
     spec["output"] = str(tmp_path / "again")
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    again = experiment.run(experiment.load(spec_file))
+    again = experiment.run(experiment_spec.load(spec_file))
     assert again["softmax"]["learning_rate"] == first["softmax"]["learning_rate"]
     assert len(again["softmax"]["tuning"]) == 1
 
@@ -140,7 +140,7 @@ def test_a_broken_experiment_file_is_one_line_naming_the_file(tmp_path, capsys, 
     path = tmp_path / "broken.yaml"
     path.write_text(text)
     with pytest.raises(config_lib.ConfigError, match=f"^{path}: {problem}"):
-        experiment.load(path)
+        experiment_spec.load(path)
     assert main(["experiment", "--config", str(path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"tfcroloss experiment: error: {path}: ") and error.count("\n") == 1
@@ -158,4 +158,4 @@ def test_bad_variants_rates_and_seeds_fail_at_load(spec_file):
     ]:
         spec_file.write_text(yaml.safe_dump({**spec, key: value}, sort_keys=False))
         with pytest.raises(config_lib.ConfigError, match=problem):
-            experiment.load(spec_file)
+            experiment_spec.load(spec_file)

@@ -12,9 +12,9 @@ from tfcroloss.pipelines.training import tune
 @pytest.fixture(autouse=True)
 def fixed_code_digest(monkeypatch):
     """The working tree is shared: an edit elsewhere between two runs must not make a test refuse its own runs."""
-    from tfcroloss.pipelines.training import experiment as experiment_module
+    from tfcroloss.pipelines import provenance
 
-    monkeypatch.setattr(experiment_module, "code_digest", lambda: "this-code")
+    monkeypatch.setattr(provenance, "code_digest", lambda: "this-code")
 
 
 def test_suggestion_moves_alpha_down_as_n_grows_relative_to_the_catalog():
