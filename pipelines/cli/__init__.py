@@ -19,7 +19,7 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # Modules that register sub-commands, in the order they appear in --help.
 COMMAND_MODULES = ("data", "training", "serving", "demo")
@@ -34,6 +34,25 @@ NATIVE_LOG_LINE = re.compile(
 
 class CommandError(Exception):
     """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]`` (no upper bound when ``high`` is None)."""
+    wanted = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_in(1)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tfcroloss.pipelines.cli import int_in, positive_int
 from tfcroloss.pipelines.retrieval.scann import SCORINGS
 from tfcroloss.pipelines.serving import INDEX_CHOICES
 from tfcroloss.pipelines.serving.limits import Limits
@@ -95,21 +96,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     index = subparsers.add_parser("index", help="build the ScaNN index of an exported version")
     index.add_argument("--model", required=True, type=Path, help="version directory, saved_models/NAME/<version>")
-    index.add_argument("-k", type=int, default=100, help="the k the index is tuned and checked for")
-    index.add_argument("--num-leaves", type=int, help="partitions of the tree (default ~sqrt(items))")
-    index.add_argument("--leaves-to-search", type=int, help="partitions searched per query")
-    index.add_argument("--reorder", type=int, help="candidates re-scored exactly")
+    index.add_argument("-k", type=positive_int, default=100, help="the k the index is tuned and checked for")
+    index.add_argument("--num-leaves", type=positive_int, help="partitions of the tree (default ~sqrt(items))")
+    index.add_argument("--leaves-to-search", type=positive_int, help="partitions searched per query")
+    index.add_argument("--reorder", type=positive_int, help="candidates re-scored exactly")
     index.add_argument("--partition", action=argparse.BooleanOptionalAction, default=None,
                        help="search a partitioning tree (default: on large catalogs)")
     index.add_argument("--scoring", choices=SCORINGS, help="how candidates are scored")
-    index.add_argument("--sample-queries", type=int, default=1000, help="queries for the agreement check")
+    index.add_argument("--sample-queries", type=positive_int, default=1000, help="queries for the agreement check")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index")
     index.set_defaults(func=_index)
 
     recommend = subparsers.add_parser("recommend", help="recommend items for one history")
     recommend.add_argument("--model", required=True, type=Path, help="saved_models/NAME (latest) or a version")
     recommend.add_argument("--history", required=True, help="raw item ids, oldest first: ID,ID,...")
-    recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("-k", type=positive_int, default=10)
     recommend.add_argument("--include-history", action="store_true", help="allow items of the history")
     recommend.add_argument("--index", choices=INDEX_CHOICES, default="auto",
                            help="auto: the version's ScaNN index if built, else exact")
@@ -118,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve recommendations over HTTP (FastAPI)")
     serve.add_argument("--model", required=True, type=Path, help="saved_models/NAME; newer versions are picked up")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int_in(0, 65535), default=8000)
     serve.add_argument("--poll-seconds", type=float, default=10.0, help="how often to look for a new version")
     serve.add_argument("--model-name", help="NAME in TF Serving's /v1/models/NAME (default: the --model directory's name)")
     serve.add_argument("--max-history", type=int, default=Limits.max_history, help="most item ids accepted per history")
@@ -132,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="most histories per user-tower call and index search")
     serve.add_argument("--batch-delay-ms", type=float, default=Limits.batch_delay_ms,
                        help="how long a lookup waits for others to share its batch")
-    serve.add_argument("--tf-threads", type=int, default=1,
+    serve.add_argument("--tf-threads", type=int_in(0), default=1,
                        help="TensorFlow intra-op threads, and inter-op threads (at least 2) (0: one per core)")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
                        help="log every request (off: /metrics counts them)")

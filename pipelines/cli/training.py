@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from tfcroloss.pipelines.cli import positive_int
 from tfcroloss.pipelines.data import SPLIT_NAMES
 from tfcroloss.pipelines.retrieval import INDEX_KINDS
 from tfcroloss.pipelines.training import config as config_lib
@@ -32,17 +33,6 @@ def _overrides(pairs: list[str]) -> dict:
                 f"{str(error).splitlines()[0]}"
             ) from None
     return overrides
-
-
-def _positive(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
 
 
 def _floats(flag: str, text: str) -> list[float]:
@@ -139,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--run", required=True, type=Path, help="run directory written by `tfcroloss train`")
     evaluate.add_argument("--index", choices=INDEX_KINDS, help="retrieval back-end (default: the run's)")
     evaluate.add_argument("--split", choices=SPLIT_NAMES[1:], default="test")
-    evaluate.add_argument("--n", type=_positive, action="append", help="an N to report (repeatable)")
+    evaluate.add_argument("--n", type=positive_int, action="append", help="an N to report (repeatable)")
     evaluate.add_argument("--exclude-history", action="store_true", help="never count history items as retrieved")
     evaluate.set_defaults(func=_evaluate)
 
@@ -153,15 +143,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     tune = subparsers.add_parser("tune", help="search kernel x alpha x learning rate for a target N on validation")
     tune.add_argument("--config", required=True, help="YAML run config to start from")
-    tune.add_argument("--target-n", type=_positive, required=True, help="the N of Recall@N to tune for")
+    tune.add_argument("--target-n", type=positive_int, required=True, help="the N of Recall@N to tune for")
     tune.add_argument("--output", type=Path, help="folder for runs and the recommendation "
                       "(default runs/tune-<config name>-n<N>); reused to resume")
     tune.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated kernels (default: %(default)s)")
     tune.add_argument("--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="comma-separated (default: %(default)s)")
     tune.add_argument("--learning-rates", help="comma-separated (default: the config's)")
-    tune.add_argument("--budget", type=_positive, default=12, help="at most this many runs, nearest the rule of thumb first "
+    tune.add_argument("--budget", type=positive_int, default=12, help="at most this many runs, nearest the rule of thumb first "
                       "(default: %(default)s)")
-    tune.add_argument("--max-steps", type=_positive, help="cap each run's training.max_steps (early stopping still applies)")
+    tune.add_argument("--max-steps", type=positive_int, help="cap each run's training.max_steps (early stopping still applies)")
     tune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     tune.add_argument("--reuse-other-code", action="store_true", help="reuse finished runs made by other training code")
     tune.set_defaults(func=_tune)

@@ -113,6 +113,10 @@ class ScannIndex(RetrievalIndex):
         params.update({key: value for key, value in overrides.items() if value is not None})
         params["k_default"] = k_default
         lookup(dict.fromkeys(SCORINGS), params["scoring"], "scoring method")
+        for key in ("num_leaves", "num_leaves_to_search", "training_sample_size", "reorder", "dimensions_per_block"):
+            if overrides[key] is not None and (isinstance(overrides[key], bool) or not isinstance(overrides[key], int)
+                                               or overrides[key] < 1):
+                raise ValueError(f"{key} must be an integer >= 1, got {overrides[key]!r}")
         super().__init__(ids, embeddings.shape[1])
         self.params = params
         self._searcher = _build_scann(embeddings, params)

@@ -49,6 +49,8 @@ def build_version_index(
     ``agreement@k`` is measured against exact top-k on ``sample_queries`` catalog vectors
     (user and item vectors share one space). The index appears atomically.
     """
+    if isinstance(sample_queries, bool) or not isinstance(sample_queries, int) or sample_queries < 1:
+        raise ValueError(f"sample_queries must be an integer >= 1, got {sample_queries!r}")
     version_dir = Path(version_dir)
     metadata = read_metadata(version_dir)
     target = version_dir / INDEX_DIR
