@@ -18,5 +18,5 @@ Data flows one way, and imports follow it (a test checks this):
 phase. Where to add things: a log reader in
 ``data/readers.py``; a retrieval back-end as a module in ``retrieval/`` registered in
 ``retrieval.INDEX_KINDS``; a loss preset in ``tfcroloss.models.loss_presets.PRESETS``; an HTTP
-endpoint in ``serving/http.py``; a command in the ``cli`` module of its phase.
+endpoint in the ``serving`` routes module of its API; a command in the ``cli`` module of its phase.
 """
