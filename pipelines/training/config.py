@@ -32,6 +32,7 @@ import dataclasses
 import importlib
 import inspect
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -187,6 +188,8 @@ class RunConfig:
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(RunConfig)
+# A number in exponent notation without a dot (``1e-3``): YAML 1.1 (PyYAML) reads it as a string.
+_EXPONENT_NUMBER = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 # Plain annotations of the loss functions' arguments (the other ones are checked by the loss).
 _ANNOTATIONS = {"int": int, "float": float, "str": str, "bool": bool}
 
@@ -209,6 +212,8 @@ def _check_value(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value):
+        value = float(value)
     if annotation in (int, float, str, bool) and (
         not isinstance(value, annotation) or (annotation is int and isinstance(value, bool))
     ):

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfcroloss.models.optimizers import build_optimizer
@@ -69,17 +70,40 @@ def _validation_samples(config: config_lib.RunConfig, dataset: PreparedDataset) 
     )
 
 
+class TrainingDiverged(ValueError):
+    """The loss or a validation metric became NaN or infinite: the run stops, keeping its last
+    checkpoint (taken at a validation where everything was finite) and writing no test metrics."""
+
+
 class _Validation(tf.keras.callbacks.Callback):
-    """Validates every epoch (= eval_every steps), keeps the best weights, checkpoints, stops early."""
+    """Validates every epoch (= eval_every steps), keeps the best weights, checkpoints, stops early.
+
+    It stops the run (``TrainingDiverged``) before checkpointing when a step's loss or a
+    validation metric is not finite. The step losses are kept as tensors and read at the
+    validation, so that checking them does not wait for every step."""
+
+    _supports_tf_logs = True  # batch logs stay tensors (no host copy per step)
 
     def __init__(self, run: Run, state: tf.train.Checkpoint, latest, best, samples: EvalSamples):
         super().__init__()
         self.run, self.state, self.latest, self.best, self.samples = run, state, latest, best, samples
         self.writer = tf.summary.create_file_writer(str(run.directory / LOGS_DIR / "validation"))
         self.select_on = run.config.evaluation.select_on
+        self.losses: list[tf.Tensor] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.losses = []
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.losses.append(logs["loss"])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         config = self.run.config
+        step = int(self.run.model.optimizer.iterations.numpy())
+        losses = np.array([float(loss) for loss in self.losses])
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            self._diverged(f"the training loss was {losses[bad[0]]} at step {step - len(losses) + bad[0] + 1}")
         started = time.perf_counter()
         metrics = evaluate(  # the configured back-end; its agreement is checked on the test split
             self.run.model,
@@ -89,7 +113,9 @@ class _Validation(tf.keras.callbacks.Callback):
             exclude_history=config.evaluation.exclude_history,
             agreement_users=0,
         )
-        step = int(self.run.model.optimizer.iterations.numpy())
+        for key in (k for k in metrics if "@" in k):
+            if not math.isfinite(metrics[key]):
+                self._diverged(f"validation {key} was {metrics[key]} at step {step}")
         value = float(metrics[self.select_on])
         improved = value > float(self.state.best_value.numpy())
         if improved:
@@ -111,6 +137,21 @@ class _Validation(tf.keras.callbacks.Callback):
         if int(self.state.bad_validations.numpy()) >= config.training.patience:
             print(f"early stop: no gain in {config.training.patience} validations", flush=True)
             self.model.stop_training = True
+
+    def _diverged(self, what: str) -> None:
+        config = self.run.config
+        kept = self.latest.latest_checkpoint
+        if kept:
+            step = int(kept.rsplit("-", 1)[1])
+            keeps = (f"the run keeps its checkpoint of step {step}: --set training.max_steps={step} finishes it "
+                     "there (test metrics of its best weights)")
+        else:
+            keeps = "nothing was kept: a corrected command may reuse the run directory"
+        raise TrainingDiverged(
+            f"{self.run.directory}: training diverged: {what}; lower training.learning_rate (now "
+            f"{config.training.learning_rate:g}) or model.temperature_scale (now {config.model.temperature_scale:g}); "
+            f"{keeps}"
+        )
 
 
 def _check_fits_catalog(config: config_lib.RunConfig, dataset: PreparedDataset) -> None:

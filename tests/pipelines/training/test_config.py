@@ -103,3 +103,28 @@ def test_loading_and_the_training_commands_import_no_framework():
             "print([m for m in ('tensorflow', 'tensorflow_recommenders', 'scann') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("training.learning_rate", ".inf", r"training.learning_rate: expected a finite float, got inf"),
+        ("training.learning_rate", "1e30", r"training.learning_rate must be > 0 and <= 2,147,483,647"),
+        ("model.temperature_scale", ".inf", r"model.temperature_scale: expected a finite float, got inf"),
+        ("model.temperature_scale", "-.inf", r"model.temperature_scale: expected a finite float, got -inf"),
+        ("model.hidden_dims", "[0]", r"model.hidden_dims must be >= 1, got 0"),
+        ("loss.alpha", ".inf", r"loss.alpha: expected a finite float, got inf"),
+    ],
+)
+def test_values_that_can_only_diverge_or_degenerate_are_refused_from_the_command_line(tmp_path, key, value, match):
+    from tfcroloss.pipelines.cli.training import _overrides
+
+    with pytest.raises(config_lib.ConfigError, match=match):
+        load(tmp_path, "data: {path: d}\n", _overrides([f"{key}={value}"]))
+
+
+def test_exponent_notation_is_a_number(tmp_path):
+    from tfcroloss.pipelines.cli.training import _overrides
+
+    config = load(tmp_path, "data: {path: d}\nmodel: {temperature_scale: 2e1}\n", _overrides(["training.learning_rate=1e-3"]))
+    assert (config.training.learning_rate, config.model.temperature_scale) == (0.001, 20.0)
