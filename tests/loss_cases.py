@@ -267,6 +267,25 @@ class LossContract:
             value, scale * mean_pairwise + scale * (1 / m - 1 / NUM_ITEMS), rtol=1e-5
         )
 
+    @pytest.mark.parametrize("variant,kernel,alpha,weight_kernel", [
+        ("cro", "softplus", 1.0, None), ("cro", "sigmoid", 0.6, None), ("lambda", "softplus", 1.4, "sigmoid"),
+    ])
+    def test_more_candidates_than_num_items(self, impl, variant, kernel, alpha, weight_kernel):
+        """In-batch negatives are draws with replacement: a batch may hold more candidates than
+        the catalog, and the same item many times (eq. 24 holds for any M)."""
+        num_items = 3
+        y_true, y_pred = make_batch(seed=18, batch=6, candidates=12)
+        y_pred[:, 8:] = y_pred[:, :4]  # duplicates among the candidates
+        y_pred[np.arange(6), np.argmax(y_true, axis=1)] += 1.0  # positives duplicated stay positives
+        loss = (impl.CROLoss(num_items, alpha, kernel, reduction="none") if variant == "cro"
+                else impl.LambdaCROLoss(num_items, alpha, weight_kernel, kernel, reduction="none"))
+        value, grad = impl.value_and_grad(loss, y_true, y_pred)
+        want_value, want_grad = np_croloss(
+            y_true, y_pred.astype(np.float64), kernel, alpha, num_items, weight_kernel=weight_kernel
+        )
+        np.testing.assert_allclose(value, want_value, rtol=2e-5, atol=1e-5)
+        np.testing.assert_allclose(grad, want_grad, rtol=2e-4, atol=1e-6)
+
     @pytest.mark.parametrize("make", SOME_LOSSES.values(), ids=SOME_LOSSES.keys())
     def test_masked_logits_are_ignored(self, impl, make):
         loss = make(impl)

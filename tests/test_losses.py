@@ -86,7 +86,7 @@ def test_uniform_case_is_todays_loss_bit_for_bit():
 def test_bad_sampling_probability():
     y_true, y_pred = make_batch(seed=16, candidates=4)
     loss = CROLoss(NUM_ITEMS)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="must be > 0 for every negative"):
+    with pytest.raises(ValueError, match="must be > 0 for every negative"):
         loss.call(y_true, y_pred, candidate_sampling_probability=np.array([0.5, 0.0, 0.25, 0.25], np.float32))
     with pytest.raises(ValueError, match=r"\[candidates\] or \[batch, candidates\]"):
         loss.call(y_true, y_pred, candidate_sampling_probability=np.ones((1, 4, 1), np.float32))
@@ -96,15 +96,41 @@ def test_bad_sampling_probability():
 
 
 def test_bad_inputs():
+    """Eager calls name the problem (this used to be a graph assertion, InvalidArgumentError)."""
     loss = CROLoss(4)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="more negatives than num_items=4"):
-        loss(np.eye(2, 6, dtype=np.float32), np.zeros((2, 6), np.float32))
     with pytest.raises(ValueError, match="same shape"):
         loss(np.eye(2, 3, dtype=np.float32), np.zeros((2, 4), np.float32))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly one 1"):
+    with pytest.raises(ValueError, match="exactly one 1"):
         loss(np.array([[1, 1, 0], [1, 0, 0]], np.float32), np.zeros((2, 3), np.float32))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly one 1"):
+    with pytest.raises(ValueError, match="exactly one 1"):
         loss(np.array([[0, 0, 0], [1, 0, 0]], np.float32), np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="exactly one 1"):
+        loss(np.array([[0.5, 0.5, 0], [1, 0, 0]], np.float32), np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("bad", ["two_ones", "no_one", "soft_label", "zero_q", "nan_q"])
+def test_bad_rows_inside_a_traced_step_are_nan(bad):
+    """Inside tf.function (fit) no assertion stops the step: the bad row's loss is NaN, so the
+    reduced loss is NaN (TerminateOnNaN stops the run), and the other rows are untouched."""
+    y_true, y_pred = make_batch(seed=17, candidates=5)
+    q = np.full(5, 0.2, np.float32)
+    labels, probability = y_true.copy(), q.copy()
+    negative = (int(np.argmax(y_true[1])) + 1) % 5
+    if bad == "two_ones":
+        labels[1, negative] = 1.0
+    elif bad == "no_one":
+        labels[1] = 0.0
+    elif bad == "soft_label":
+        labels[1] = 0.2
+    else:
+        probability = np.broadcast_to(q, y_pred.shape).copy()
+        probability[1, negative] = 0.0 if bad == "zero_q" else np.nan
+    loss = LambdaCROLoss(NUM_ITEMS, alpha=1.4, reduction="none")
+    step = tf.function(lambda y, s, q: loss.call(y, s, candidate_sampling_probability=q))
+    want = step(y_true, y_pred, q).numpy()
+    got = step(labels, y_pred, probability).numpy()
+    assert np.isnan(got[1])
+    np.testing.assert_allclose(np.delete(got, 1), np.delete(want, 1), rtol=1e-6)
 
 
 # ---- serialization --------------------------------------------------------------------------
@@ -204,6 +230,7 @@ def test_mixed_float16_fit_at_logit_scale_100(loss):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 4)).astype(np.float32)
     y = np.eye(8, dtype=np.float32)[np.argmax(x @ rng.normal(size=(4, 8)), axis=1)]
+    tf.keras.utils.set_random_seed(1)  # unseeded, some Dense initializations did not learn in 8 epochs
     tf.keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         inputs = tf.keras.Input(shape=(4,))

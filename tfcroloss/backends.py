@@ -42,7 +42,7 @@ def keras_ops() -> KerasOps:
 
 
 class TensorFlowOps:
-    """The ``ops`` namespace over TensorFlow; input checks become graph assertions."""
+    """The ``ops`` namespace over TensorFlow; input checks raise on eager values only."""
 
     def __init__(self, tf: Any):
         self.tf = tf
@@ -96,35 +96,21 @@ class TensorFlowOps:
     def static_shape(self, x: Any) -> tuple | None:
         return None if x.shape.rank is None else tuple(x.shape)
 
-    # Input checks: graph assertions (tf.errors.InvalidArgumentError), also inside tf.function.
-    def assert_equal(self, x: Any, y: Any, message: str) -> Any:
-        return self.tf.debugging.assert_equal(x, y, message=message)
-
-    def assert_less_equal(self, x: Any, y: Any, message: str) -> Any:
-        return self.tf.debugging.assert_less_equal(x, y, message=message)
-
-    def assert_greater(self, x: Any, y: Any, message: str) -> Any:
-        return self.tf.debugging.assert_greater(x, y, message=message)
-
-    def after(self, checks: list, fn: Any) -> Any:
-        """``fn()``, computed only once ``checks`` have passed."""
-        with self.tf.control_dependencies(checks):
-            return fn()
+    def check(self, bad: Any, message: str) -> None:
+        """Raises ``ValueError(message)`` if any of ``bad`` is True, on eager values; inside
+        ``tf.function`` nothing (the loss makes those rows NaN)."""
+        if self.tf.executing_eagerly() and bool(self.tf.reduce_any(bad)):
+            raise ValueError(message)
 
 
 class KerasOps:
     """The ``ops`` namespace over ``keras.ops``; input checks raise ``ValueError`` on concrete
-    (eager) values and are skipped while a function is traced (``jax.jit``, ``torch.compile``),
-    except on the TensorFlow backend, where they become graph assertions as in tf-keras."""
+    (eager) values and are skipped while a function is traced (``jax.jit``, ``torch.compile``,
+    ``tf.function``), as in tf-keras."""
 
     def __init__(self, keras: Any):
         self.keras = keras
         self._ops = keras.ops
-        self._tf_checks = None
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # already imported by Keras's TensorFlow backend
-
-            self._tf_checks = TensorFlowOps(tf)
 
     def __getattr__(self, name: str) -> Any:  # everything else is keras.ops itself
         return getattr(self._ops, name)
@@ -141,34 +127,12 @@ class KerasOps:
     def static_shape(self, x: Any) -> tuple | None:
         return tuple(self._ops.shape(x))
 
-    def _in_tf_graph(self) -> bool:
-        return self._tf_checks is not None and not self._tf_checks.tf.executing_eagerly()
-
-    def _check(self, ok: Any, message: str) -> None:
+    def check(self, bad: Any, message: str) -> None:
+        """Raises ``ValueError(message)`` if any of ``bad`` is True, on concrete values; while a
+        function is traced nothing (the loss makes those rows NaN)."""
         try:
-            concrete = bool(self._ops.convert_to_numpy(self._ops.all(ok)))
-        except Exception:  # a tracer: no value to check while tracing
-            return None
-        if not concrete:
+            concrete = bool(self._ops.convert_to_numpy(self._ops.any(bad)))
+        except Exception:  # a tracer or a symbolic tensor: no value to check
+            return
+        if concrete:
             raise ValueError(message)
-
-    def assert_equal(self, x: Any, y: Any, message: str) -> Any:
-        if self._in_tf_graph():
-            return self._tf_checks.assert_equal(x, y, message)
-        return self._check(self._ops.equal(x, y), message)
-
-    def assert_less_equal(self, x: Any, y: Any, message: str) -> Any:
-        if self._in_tf_graph():
-            return self._tf_checks.assert_less_equal(x, y, message)
-        return self._check(self._ops.less_equal(x, y), message)
-
-    def assert_greater(self, x: Any, y: Any, message: str) -> Any:
-        if self._in_tf_graph():
-            return self._tf_checks.assert_greater(x, y, message)
-        return self._check(self._ops.greater(x, y), message)
-
-    def after(self, checks: list, fn: Any) -> Any:
-        checks = [check for check in checks if check is not None]
-        if checks:
-            return self._tf_checks.after(checks, fn)
-        return fn()

@@ -22,6 +22,11 @@ Contracts:
   Keras classes cast their result to the input dtype. For float16, a row loss
   above ``FLOAT16_SATURATION`` continues as ``log1p`` of the excess, so values and
   gradients stay inside float16's range (it tops out at 65504).
+- **Input checks.** A row may hold any number of candidates, duplicates included (in-batch
+  negatives are draws with replacement, and a batch may be larger than the catalog). Labels
+  that are not one 1 among 0s, and a ``candidate_sampling_probability`` that is not > 0 on a
+  negative, raise ``ValueError`` on concrete (eager) values; inside a traced step (``fit``)
+  those rows' losses are NaN, as for a NaN logit (``docs/losses.md``).
 - **Non-uniform negatives.** With ``candidate_sampling_probability`` (``q_j``,
   the probability of candidate j per draw, ``[candidates]`` or
   ``[batch, candidates]``), the rank estimate weights each negative by
@@ -78,7 +83,8 @@ class Candidates:
       gaps: ``s_candidate - s_positive`` in the compute dtype.
       negative_mask: True where a candidate counts as a negative.
       num_negatives: ``[batch]``, the mask's row sums M.
-      nan_rows: ``[batch]`` bool, rows with a NaN among their unmasked logits.
+      nan_rows: ``[batch]`` bool, rows with a NaN among their unmasked logits, or whose labels or
+        sampling probabilities break the input contract.
       log_weights: ``-log(N q_j)`` on negatives (0 elsewhere), or None for uniform sampling.
       input_dtype: the logits' dtype name.
     """
@@ -99,7 +105,11 @@ def prepare(
     candidate_sampling_probability: Any = None,
     name: str = "cro_loss",
 ) -> Candidates:
-    """Checks the inputs and works out gaps, negatives and importance weights."""
+    """Checks the inputs and works out gaps, negatives and importance weights.
+
+    A row may hold any number of candidates, the same item several times included (in-batch
+    negatives are draws with replacement): eq. 24's ``N / M (1 + sum phi)`` is defined for any M.
+    """
     logits = ops.convert_to_tensor(logits)
     input_dtype = ops.dtype_name(logits)
     if input_dtype not in _FLOAT_DTYPES:
@@ -113,33 +123,22 @@ def prepare(
     # `not <=` rather than `>`: a NaN logit stays a negative, so it reaches the loss.
     negative_mask = ~is_positive & ~(logits <= MASKED_LOGIT)
     num_negatives = ops.sum(ops.cast(negative_mask, compute_dtype), axis=1)
-    checks = [  # a few reductions over the labels: cheap next to the kernel
-        ops.assert_equal(
-            ops.sum(labels, axis=1), ops.ones_like(num_negatives),
-            message=f"{name}: every row of y_true must hold exactly one 1 (the positive)",
-        ),
-        ops.assert_equal(
-            ops.max(ops.abs(labels * (1.0 - labels))), ops.cast(0.0, compute_dtype),
-            message=f"{name}: y_true must hold only 0 and 1",
-        ),
-        ops.assert_less_equal(
-            num_negatives, ops.cast(num_items, compute_dtype),
-            message=f"{name}: a row has more negatives than num_items={num_items}; "
-            "num_items must be the catalog size",
-        ),
-    ]
+    # Rows that break the input contract: a ValueError on concrete (eager) values, a NaN row loss
+    # inside a traced step (``docs/losses.md``, "Input checks"). Any number of candidates is fine.
+    not_binary = ops.any(~ops.equal(labels * (1.0 - labels), 0.0), axis=1)
+    bad_labels = ~ops.equal(ops.sum(labels, axis=1), 1.0) | not_binary
+    ops.check(bad_labels, f"{name}: every row of y_true must hold exactly one 1 (the positive), 0 elsewhere")
+    invalid_rows = bad_labels
     log_weights = None
     if candidate_sampling_probability is not None:
-        log_weights, check = _log_importance_weights(
+        log_weights, bad_probability = _log_importance_weights(
             ops, candidate_sampling_probability, negative_mask, num_items, compute_dtype, name
         )
-        checks.append(check)
+        invalid_rows = invalid_rows | bad_probability
 
-    def positive_logit():
-        return ops.sum(ops.where(is_positive, logits, ops.zeros_like(logits)), axis=1, keepdims=True)
-
-    gaps = logits - ops.after(checks, positive_logit)
-    nan_rows = ops.any(ops.isnan(logits), axis=1)  # masked logits are never NaN
+    positive_logit = ops.sum(ops.where(is_positive, logits, ops.zeros_like(logits)), axis=1, keepdims=True)
+    gaps = logits - positive_logit
+    nan_rows = ops.any(ops.isnan(logits), axis=1) | invalid_rows  # masked logits are never NaN
     return Candidates(gaps, negative_mask, num_negatives, nan_rows, log_weights, input_dtype)
 
 
@@ -159,7 +158,8 @@ def _check_shapes(ops: Any, labels: Any, logits: Any, name: str) -> None:
 def _log_importance_weights(
     ops: Any, probability: Any, negative_mask: Any, num_items: int, dtype: str, name: str
 ) -> tuple[Any, Any]:
-    """``-log(N q_j)`` on negatives, 0 elsewhere; and the check that q_j > 0 there."""
+    """``-log(N q_j)`` on negatives, 0 elsewhere; and ``[batch]`` True where a negative has no
+    q_j > 0 (such rows' losses are NaN)."""
     probability = ops.stop_gradient(ops.cast(ops.convert_to_tensor(probability), dtype))
     shape = ops.static_shape(probability)
     if shape is not None and len(shape) not in (1, 2):
@@ -170,12 +170,13 @@ def _log_importance_weights(
     if shape is not None and len(shape) == 1:
         probability = ops.expand_dims(probability, 0)
     probability = ops.where(negative_mask, probability, ops.ones_like(negative_mask, dtype=dtype))
-    check = ops.assert_greater(
-        ops.min(probability), ops.cast(0.0, dtype),
-        message=f"{name}: candidate_sampling_probability must be > 0 for every negative candidate",
-    )
+    # `not >` rather than `<=`: a NaN probability is refused too.
+    bad_probability = ~(probability > 0.0)
+    bad_rows = ops.any(bad_probability, axis=1)
+    ops.check(bad_rows, f"{name}: candidate_sampling_probability must be > 0 for every negative candidate")
+    probability = ops.where(bad_probability, ops.ones_like(probability), probability)  # their rows are NaN
     log_weights = -math.log(num_items) - ops.log(probability)
-    return ops.where(negative_mask, log_weights, ops.zeros_like(log_weights)), check
+    return ops.where(negative_mask, log_weights, ops.zeros_like(log_weights)), bad_rows
 
 
 def finish(ops: Any, candidates: Candidates, row_loss: Any) -> Any:
@@ -266,7 +267,7 @@ def cro_loss(
     Args:
       labels: ``[batch, candidates]``, one 1 per row at the positive.
       logits: ``[batch, candidates]`` scores; masked candidates at or below ``MASKED_LOGIT``.
-      num_items: catalog size |I|, at least the number of negatives per row.
+      num_items: catalog size |I|; a row may hold more candidates than that (duplicates).
       alpha: weighting exponent >= 0; larger favours smaller retrieval sizes N.
       kernel: "sigmoid", "softplus", "exponential" ("exp"), "hinge", or a callable phi(x).
         The unit step has no gradient: use it in ``lambda_cro_loss``.

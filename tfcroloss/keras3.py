@@ -8,9 +8,9 @@ TensorFlow) and leaves ``tf.keras`` as it is; a process uses either these classe
 tf-keras ones (``tfcroloss.CROLoss``, module ``tfcroloss.losses``): each refuses to load
 beside the other with an ``ImportError`` that says why.
 
-Input checks (one 1 per row, 0/1 labels, no more negatives than ``num_items``,
-``q_j > 0``) raise ``ValueError`` on concrete values; inside ``jax.jit`` they are skipped,
-on the TensorFlow backend inside ``tf.function`` they are graph assertions.
+Input checks (one 1 per row, 0/1 labels, ``q_j > 0``) raise ``ValueError`` on concrete
+values; inside ``jax.jit``, ``torch.compile`` or ``tf.function`` those rows' losses are NaN
+instead. A row may hold any number of candidates, duplicates included.
 
 >>> import numpy as np
 >>> loss = CROLoss(num_items=2, kernel="exponential", alpha=1.0)
