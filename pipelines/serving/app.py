@@ -33,7 +33,7 @@ from tfcroloss.pipelines.serving import metrics as metrics_lib
 from tfcroloss.pipelines.serving import recommend_routes, tf_serving_routes
 from tfcroloss.pipelines.serving.bodies import error_response, json_response
 from tfcroloss.pipelines.serving.limits import Limits
-from tfcroloss.pipelines.serving.state import ServiceState
+from tfcroloss.pipelines.serving.state import RETRY_AFTER_SECONDS, ServiceState, unavailable_error
 from tfcroloss.pipelines.serving.tf_serving import ApiError
 from tfcroloss.pipelines.serving.watcher import Loader, ModelWatcher
 
@@ -82,7 +82,7 @@ def create_app(
     gc.freeze()
     watcher = ModelWatcher(
         model_root, poll_seconds=poll_seconds, loader=load_retriever,
-        on_load=metrics.loaded, on_failure=metrics.load_failures.inc,
+        on_load=metrics.loaded, on_failure=metrics.load_failures.inc, on_unload=metrics.unloaded,
     )
     state = ServiceState(watcher, limits, metrics, model_name or Path(model_root).resolve().name, poll_seconds)
 
@@ -124,19 +124,35 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _status_router(state: ServiceState) -> APIRouter:
-    """``GET /health`` and ``GET /metadata``."""
+    """``GET /health`` (readiness), ``GET /health/live`` (liveness) and ``GET /metadata``."""
     routes = APIRouter()
 
     @routes.get("/health")
     async def health() -> Response:
-        """Answered by the event loop, never queued behind lookups."""
-        return json_response({"status": "ok", "model_version": state.watcher.current.version})
+        """Readiness, what a load balancer polls: 200 while lookups can be answered, else 503
+        with the reason (no version, index process being reloaded, lookup queue full).
+        Answered by the event loop, never queued behind lookups."""
+        retriever = state.watcher.current
+        version = None if retriever is None else retriever.version
+        reason = state.unavailable()
+        if reason is not None:
+            return json_response({"status": "unavailable", "reason": reason, "model_version": version}, 503,
+                                 {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return json_response({"status": "ok", "model_version": version})
+
+    @routes.get("/health/live")
+    async def live() -> Response:
+        """Liveness: 200 while the process answers HTTP (a restart would not help otherwise)."""
+        return json_response({"status": "alive"})
 
     @routes.get("/metadata")
     async def metadata() -> Response:
+        retriever = state.watcher.current
+        if retriever is None:
+            raise unavailable_error(state.unavailable())
         return json_response(
             {
-                **state.watcher.current.describe(public=True),
+                **retriever.describe(public=True),
                 "model_name": state.model_name,
                 "limits": dataclasses.asdict(state.limits),
                 "poll_seconds": state.poll_seconds,

@@ -25,6 +25,7 @@ ENDPOINTS = {
     "/recommend": "recommend",
     "/recommend/batch": "recommend_batch",
     "/health": "health",
+    "/health/live": "health_live",
     "/metadata": "metadata",
     "/metrics": "metrics",
 }
@@ -58,7 +59,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r,
         )
         self.queue = Gauge("tfcroloss_lookup_queue_histories", "Histories waiting for a lookup", registry=r)
-        self.version = Gauge("tfcroloss_model_version", "Model version served", registry=r)
+        self.version = Gauge("tfcroloss_model_version", "Model version served (its folder's name; 0: none)", registry=r)
         self.load_seconds = Gauge("tfcroloss_model_load_seconds", "Load and warm-up time of the version served", registry=r)
         self.loaded_at = Gauge("tfcroloss_model_loaded_timestamp_seconds", "When the version served was loaded (Unix time)", registry=r)
         self.load_failures = Counter("tfcroloss_model_load_failures", "Versions that failed to load", registry=r)
@@ -79,6 +80,10 @@ class Metrics:
         self.version.set(retriever.version)
         self.load_seconds.set(seconds)
         self.loaded_at.set(time.time())
+
+    def unloaded(self) -> None:
+        """No version is served (its folder was removed and none was left)."""
+        self.version.set(0)
 
 
 class MeasureRequests:

@@ -74,7 +74,7 @@ def recommendation(retriever: Retriever, history: Sequence[str], rows: Rows, row
 async def answer_recommend(state: ServiceState, body: bytes) -> Response:
     """What ``POST /recommend`` answers to ``body`` (raises ``ApiError``)."""
     parsed = parse(RecommendRequest, body)
-    retriever = state.watcher.current
+    retriever = state.served()
     check([parsed.history], parsed.k, retriever, state.limits)
 
     def finish(retriever: Retriever, rows: Rows) -> bytes:
@@ -96,7 +96,7 @@ def router(state: ServiceState) -> APIRouter:
     async def recommend_batch(request: Request) -> Response:
         """Top ``k`` items for each of several histories."""
         parsed = parse(BatchRecommendRequest, await read_body(request.scope, request.receive, limits.max_body_bytes))
-        retriever = state.watcher.current
+        retriever = state.served()
         if not 1 <= len(parsed.histories) <= limits.max_batch:
             raise ApiError(422, f"histories must hold 1..{limits.max_batch} histories, got {len(parsed.histories)}")
         check(parsed.histories, parsed.k, retriever, limits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +35,13 @@ from tfcroloss.pipelines.serving.version import (
     TOKENS_PATH,
     load_embeddings,
     read_metadata,
+    read_signature_defs,
     resolve_version,
+    version_number,
 )
 from tfcroloss.registry import lookup
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +64,13 @@ class Retriever:
         index: RetrievalIndex,
         tokens: np.ndarray,
         index_info: dict[str, Any],
+        signature_defs: dict[str, Any],
     ):
         self.version_dir = version_dir
         self.metadata = metadata
+        self.version = version_number(version_dir, metadata)
+        """The folder's number (``version.version_number``), which every answer reports."""
+        self.signature_defs = signature_defs
         self.index = index
         self.index_info = index_info
         self._user_tower = user_tower
@@ -87,11 +96,13 @@ class Retriever:
         searcher = IndexProcess(opener) if isolate_index else opener()
         user_tower = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_USER]
         tokens = read_tokens(version_dir / TOKENS_PATH, metadata["num_items"])
-        return cls(version_dir, metadata, user_tower, searcher, tokens, info)
-
-    @property
-    def version(self) -> int:
-        return int(self.metadata["version"])
+        retriever = cls(version_dir, metadata, user_tower, searcher, tokens, info, read_signature_defs(version_dir))
+        if retriever.version != metadata["version"]:
+            logger.warning(
+                "%s holds a version exported as %s (export.json); it is version %d, its folder's name",
+                version_dir, metadata["version"], retriever.version,
+            )
+        return retriever
 
     @property
     def num_items(self) -> int:
@@ -162,8 +173,8 @@ class Retriever:
         ``public`` leaves out the server's file system: no version path, and every path in the
         export's ``source`` reduced to its last component.
         """
-        keys = ("version", "num_items", "dim", "maxlen", "tau", "fingerprint")
-        facts = {key: self.metadata[key] for key in keys}
+        keys = ("num_items", "dim", "maxlen", "tau", "fingerprint")
+        facts = {"version": self.version, **{key: self.metadata[key] for key in keys}}
         source = self.metadata.get("source", {})
         if not public:
             return {**facts, "source": source, "path": str(self.version_dir), "index": self.index_info}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -73,9 +72,10 @@ def parse_predict(body: bytes, *, max_batch: int, max_history: int, max_id_lengt
     unknown = set(request) - {"signature_name", "instances", "inputs"}
     if unknown:
         raise invalid(f"JSON Value: unknown keys {sorted(unknown)}; expected signature_name and instances or inputs")
-    signature = request.get("signature_name", SIGNATURE_USER)
-    if signature == "":
-        signature = SIGNATURE_USER
+    signature = request.get("signature_name", "")
+    if not isinstance(signature, str):
+        raise invalid(f"signature_name must be a string, got {orjson.dumps(signature).decode()[:40]}")
+    signature = signature or SIGNATURE_USER
     if signature not in SIGNATURE_INPUTS:
         raise invalid(f'Serving signature name: "{signature}" not found in signature def')
     if ("instances" in request) == ("inputs" in request):
@@ -156,32 +156,35 @@ def predict_response(request: PredictRequest, outputs: dict[str, Any]) -> bytes:
     return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def model_status(version: int, failed: tuple[int, str] | None = None) -> dict[str, Any]:
-    """GetModelStatusResponse as TF Serving's REST API writes it: the version served (and a
-    newer one that failed to load, with its error)."""
-    statuses = [{"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
-    if failed is not None and failed[0] > version:
-        statuses.insert(0, {"version": str(failed[0]), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": failed[1]}})
-    return {"model_version_status": statuses}
-
-
-def model_metadata(name: str, version: int, version_dir: Path) -> dict[str, Any]:
-    """GetModelMetadataResponse (the SignatureDefMap) read from the version's saved_model.pb."""
-    from google.protobuf import json_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((version_dir / "saved_model.pb").read_bytes())
-    signatures = {
-        key: json_format.MessageToDict(value, preserving_proto_field_name=True)
-        for key, value in saved_model.meta_graphs[0].signature_def.items()
-        if key in SIGNATURE_INPUTS
+def model_status(
+    served: int | None, failed: tuple[int, str] | None = None, unloaded: int | None = None
+) -> dict[str, Any]:
+    """GetModelStatusResponse as TF Serving's REST API writes it, newest first: the version
+    served (AVAILABLE), a version unloaded because its folder was removed and none was left
+    (END), and one that failed to load (END, with its error)."""
+    statuses = {}
+    if failed is not None:
+        statuses[failed[0]] = ("END", "UNKNOWN", failed[1])
+    if unloaded is not None:
+        statuses[unloaded] = ("END", "OK", "")
+    if served is not None:
+        statuses[served] = ("AVAILABLE", "OK", "")
+    return {
+        "model_version_status": [
+            {"version": str(number), "state": state, "status": {"error_code": code, "error_message": message}}
+            for number, (state, code, message) in sorted(statuses.items(), reverse=True)
+        ]
     }
+
+
+def model_metadata(name: str, version: int, signature_defs: dict[str, Any]) -> dict[str, Any]:
+    """GetModelMetadataResponse: the SignatureDefMap of the version served
+    (``version.read_signature_defs``, read when it was loaded)."""
     return {
         "model_spec": {"name": name, "signature_name": "", "version": str(version)},
         "metadata": {
             "signature_def": {
-                "signature_def": signatures,
+                "signature_def": signature_defs,
                 "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
             }
         },

@@ -16,35 +16,47 @@ from tfcroloss.pipelines.serving.tf_serving import ApiError
 from tfcroloss.pipelines.serving.version import SIGNATURE_USER
 
 
+def same_version(requested: str | None, version: int) -> bool:
+    """Whether a URL's ``versions/V`` (None: the latest) names ``version`` (``01`` is 1, as TF
+    Serving reads an int64)."""
+    return requested is None or (requested.isdigit() and int(requested) == version)
+
+
 def router(state: ServiceState) -> APIRouter:
     routes = APIRouter()
     name, limits, watcher = state.model_name, state.limits, state.watcher
 
+    def not_found(model: str, version: str | None) -> ApiError:
+        wanted = f"Latest({model})" if version is None else f"Specific({model}, {version})"
+        return ApiError(404, f"Servable not found for request: {wanted}")
+
     def served(model: str, version: str | None) -> Retriever:
+        """The Retriever of ``model`` (and ``version``, if given); TF Serving's 404 when it is
+        not served (no version left included), 503 while its index process is reloaded."""
         retriever = watcher.current
-        if model != name:
-            wanted = f"Latest({model})" if version is None else f"Specific({model}, {version})"
-            raise ApiError(404, f"Servable not found for request: {wanted}")
-        if version is not None and version != str(retriever.version):
-            raise ApiError(404, f"Servable not found for request: Specific({model}, {version})")
-        return retriever
+        if model != name or retriever is None or not same_version(version, retriever.version):
+            raise not_found(model, version)
+        return state.ready(retriever)
 
     @routes.get("/v1/models/{model}")
     @routes.get("/v1/models/{model}/versions/{version}")
     async def model_status(model: str, version: str | None = None) -> Response:
-        retriever = served(model, None)
-        statuses = tf_serving.model_status(retriever.version, watcher.failed)["model_version_status"]
+        if model != name:
+            raise not_found(model, version)
+        retriever = watcher.current
+        served_version = None if retriever is None else retriever.version
+        statuses = tf_serving.model_status(served_version, watcher.failed, watcher.unloaded)["model_version_status"]
         if version is not None:
-            statuses = [status for status in statuses if status["version"] == version]
+            statuses = [status for status in statuses if same_version(version, int(status["version"]))]
             if not statuses:
-                served(model, version)  # the 404
+                raise not_found(model, version)
         return json_response({"model_version_status": statuses})
 
     @routes.get("/v1/models/{model}/metadata")
     @routes.get("/v1/models/{model}/versions/{version}/metadata")
     async def model_metadata(model: str, version: str | None = None) -> Response:
         retriever = served(model, version)
-        return json_response(tf_serving.model_metadata(name, retriever.version, retriever.version_dir))
+        return json_response(tf_serving.model_metadata(name, retriever.version, retriever.signature_defs))
 
     @routes.post("/v1/models/{model}:predict")
     @routes.post("/v1/models/{model}/versions/{version}:predict")

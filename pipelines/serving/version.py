@@ -69,6 +69,14 @@ def list_versions(model_root: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+def version_number(version_dir: str | os.PathLike, metadata: dict[str, Any]) -> int:
+    """A version's number: the name of its folder, as TF Serving reads it (a version exported as
+    1 and copied to ``NAME/2`` is version 2); ``export.json``'s ``version`` only for a folder
+    whose name is not a number."""
+    name = Path(version_dir).name
+    return int(name) if name.isdigit() else int(metadata["version"])
+
+
 def resolve_version(path: str | os.PathLike) -> Path:
     """A version directory: ``path`` itself if it is one, else the latest version under it."""
     path = Path(path)
@@ -86,6 +94,21 @@ def read_metadata(version_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{version_dir} is not an exported version: {METADATA_PATH} is missing")
     return json.loads(path.read_text())
+
+
+def read_signature_defs(version_dir: str | os.PathLike) -> dict[str, Any]:
+    """The SignatureDefs of the version's two signatures, as JSON (TF Serving's metadata
+    answer), read from its ``saved_model.pb``."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(version_dir) / "saved_model.pb").read_bytes())
+    return {
+        key: json_format.MessageToDict(value, preserving_proto_field_name=True)
+        for key, value in saved_model.meta_graphs[0].signature_def.items()
+        if key in (SIGNATURE_USER, SIGNATURE_TOP_K)
+    }
 
 
 def version_state(version_dir: str | os.PathLike) -> tuple[tuple[str, int, int], ...]:

@@ -14,6 +14,7 @@ import uvicorn
 
 from tfcroloss.pipelines.publish import export_run
 from tfcroloss.pipelines.serving.index import build_version_index
+from tfcroloss.pipelines.serving.index_process import IndexProcessError
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +48,13 @@ class FakeRetriever:
 
     num_items = 100
     index_info = {"kind": "fake"}
-    alive = True
+    signature_defs = {"serving_default": {"method_name": "tensorflow/serving/predict"}}
 
     def __init__(self, version_dir, isolate_index=False):
         self.version_dir = version_dir
         self.version = int(version_dir.name)
+        self.alive = True
+        """Set False to play an index process that ended: searches then fail as they would."""
         self._tokens = np.array(["", *(f"item{i}" for i in range(1, self.num_items + 1))], dtype=object)
         self._ids = {token: i for i, token in enumerate(self._tokens) if i}
 
@@ -64,6 +67,8 @@ class FakeRetriever:
         return users[:, 1:], history_ids
 
     def search(self, users, k, exclude=None):
+        if not self.alive:
+            raise IndexProcessError("the index process exited (exit code -9)")
         scores = users - np.arange(self.num_items) / 1000
         if exclude is not None:
             for row, ids in enumerate(exclude):

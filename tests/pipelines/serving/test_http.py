@@ -407,6 +407,9 @@ def test_tf_serving_predict_top_k(url, retriever, saved_model, tokens):
         ({"instances": [["a"]] * 5}, "1..4 rows"),
         ({"instances": [["x" * 33]]}, "the limit is 32"),
         (b'{"instances": [["\\ud800"]]}', "lone surrogates"),
+        ({"signature_name": ["top_k"], "instances": [["a"]]}, 'signature_name must be a string, got ["top_k"]'),
+        ({"signature_name": {"top_k": 1}, "instances": [["a"]]}, "signature_name must be a string"),
+        ({"signature_name": None, "instances": [["a"]]}, "signature_name must be a string, got null"),
     ],
 )
 def test_tf_serving_errors(fake_url, body, message):
@@ -436,3 +439,125 @@ def test_serve_command_passes_its_limits(monkeypatch, tmp_path):
     )
     assert seen["model_name"] == "books" and seen["app"] == "app" and seen["server"]["port"] == 9
     assert seen["server"]["host"] == "127.0.0.1" and seen["server"]["access_log"] is False
+
+
+# Versions as TF Serving names them, and a health check that tells the truth.
+
+
+def test_a_renumbered_version_is_served_under_its_folders_number(version_dir, tmp_path):
+    """Exported as 1, copied to tiny/5: every endpoint and the metrics say 5, as TF Serving would."""
+    shutil.copytree(version_dir, tmp_path / "tiny" / "5")
+    with serving(tmp_path / "tiny") as (url, _):
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": 5}
+        assert httpx.get(f"{url}/metadata").json()["version"] == 5
+        assert "tfcroloss_model_version 5.0" in httpx.get(f"{url}/metrics").text
+        status = httpx.get(f"{url}/v1/models/tiny").json()["model_version_status"]
+        assert [(s["version"], s["state"]) for s in status] == [("5", "AVAILABLE")]
+        assert httpx.get(f"{url}/v1/models/tiny/versions/5").status_code == 200
+        assert httpx.get(f"{url}/v1/models/tiny/versions/1").status_code == 404
+        metadata = httpx.get(f"{url}/v1/models/tiny/versions/5/metadata").json()
+        assert metadata["model_spec"]["version"] == "5"
+        assert httpx.post(f"{url}/recommend", json={"history": ["nope"], "k": 2}).json()["model_version"] == 5
+
+
+def half_copy_loader(version_dir, isolate_index=False):
+    """A ``FakeRetriever`` for a version holding ``saved_model.pb``; else the loader's error,
+    which names the server's path."""
+    if not (version_dir / "saved_model.pb").is_file():
+        raise OSError(f"SavedModel file does not exist at: {version_dir}/saved_model.pb")
+    return FakeRetriever(version_dir)
+
+
+def test_removed_and_half_copied_versions_as_tf_serving(tmp_path):
+    """The served version's folder removed: the newest remaining is served; none left: unloaded
+    (404 under /v1/ as TF Serving, 503 with Retry-After elsewhere) until one appears. A
+    half-copied version is reported without server paths while the previous one serves."""
+    root = tmp_path / "tiny"
+    for number in (1, 2):
+        (root / str(number)).mkdir(parents=True)
+        (root / str(number) / "saved_model.pb").touch()
+    with serving(root, load_retriever=half_copy_loader, poll_seconds=3600) as (url, app):
+        watcher = app.state.watcher
+        assert watcher.current.version == 2
+        (root / "3").mkdir()  # half-copied: no saved_model.pb yet
+        assert not watcher.refresh() and watcher.current.version == 2
+        statuses = httpx.get(f"{url}/v1/models/tiny").json()["model_version_status"]
+        assert [(s["version"], s["state"]) for s in statuses] == [("3", "END"), ("2", "AVAILABLE")]
+        assert statuses[0]["status"]["error_message"] == "OSError: SavedModel file does not exist at: tiny/3/saved_model.pb"
+        shutil.rmtree(root / "3")
+
+        shutil.rmtree(root / "2")
+        assert watcher.refresh() and watcher.current.version == 1
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": 1}
+
+        shutil.rmtree(root / "1")
+        assert not watcher.refresh() and watcher.current is None
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and health.headers["retry-after"] == "1"
+        assert health.json()["reason"] == "no version to serve: version 1 was removed and none is left"
+        lookup = httpx.post(f"{url}/recommend", json={"history": ["item1"]})
+        assert lookup.status_code == 503 and lookup.headers["retry-after"] == "1" and "none is left" in lookup.json()["detail"]
+        assert httpx.get(f"{url}/metadata").status_code == 503
+        predict = httpx.post(f"{url}/v1/models/tiny:predict", json={"instances": [["item1"]]})
+        assert predict.status_code == 404 and predict.json() == {"error": "Servable not found for request: Latest(tiny)"}
+        statuses = httpx.get(f"{url}/v1/models/tiny").json()["model_version_status"]
+        assert [(s["version"], s["state"]) for s in statuses] == [("1", "END")]
+        assert "tfcroloss_model_version 0.0" in httpx.get(f"{url}/metrics").text
+
+        (root / "4").mkdir()
+        (root / "4" / "saved_model.pb").touch()
+        assert watcher.refresh() and httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": 4}
+        assert httpx.get(f"{url}/health/live").json() == {"status": "alive"}
+
+
+def test_health_and_lookups_say_503_while_the_index_process_is_reloaded(tmp_path):
+    reload_allowed = threading.Event()
+
+    def slow_reload(version_dir, isolate_index):
+        if isolate_index:  # a reload: takes until the test allows it
+            assert reload_allowed.wait(30)
+        return FakeRetriever(version_dir)
+
+    with serving(fake_model_root(tmp_path), load_retriever=slow_reload, poll_seconds=3600) as (url, app):
+        served = app.state.watcher.current
+        served.alive = False  # its index process ended
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503 and health.headers["retry-after"] == "1"
+        assert health.json() == {
+            "status": "unavailable", "model_version": 1,
+            "reason": "the index process of version 1 ended; it is being reloaded",
+        }
+        assert httpx.get(f"{url}/health/live").status_code == 200
+        for path, body, key in [
+            ("/recommend", {"history": ["item1"]}, "detail"),
+            ("/recommend/batch", {"histories": [["item1"]]}, "detail"),
+            ("/v1/models/tiny:predict", {"instances": [["item1"]]}, "error"),
+        ]:
+            response = httpx.post(f"{url}{path}", json=body)
+            assert response.status_code == 503 and response.headers["retry-after"] == "1", (path, response.text)
+            assert "being reloaded" in response.json()[key]
+        reload_allowed.set()
+        deadline = time.monotonic() + 30  # the failed lookups woke the watcher: no wait for its poll
+        while app.state.watcher.current is served:
+            assert time.monotonic() < deadline, "the watcher did not reload the version"
+            time.sleep(0.02)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok", "model_version": 1}
+        assert httpx.post(f"{url}/recommend", json={"history": ["item1"]}).status_code == 200
+
+
+def test_health_says_503_while_the_lookup_queue_is_full(tmp_path):
+    with fake_serving(tmp_path, max_queue=4) as (url, app):
+        blocked = BlockedRetriever(app.state.watcher.current)
+        app.state.watcher.current = blocked
+        body = {"histories": [FAKE_TOKENS[:3]] * 4, "k": 5}
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
+            assert blocked.entered.wait(30)  # the worker holds 4 histories
+            queued = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
+            deadline = time.monotonic() + 30
+            while (health := httpx.get(f"{url}/health")).status_code == 200:
+                assert time.monotonic() < deadline, "the queue never filled"
+                time.sleep(0.02)
+            blocked.release.set()
+            assert first.result().status_code == 200 and queued.result().status_code == 200
+    assert health.status_code == 503 and health.json()["reason"] == "the lookup queue is full (4 histories waiting)"
