@@ -47,3 +47,12 @@ def test_no_frame_inspection_or_private_keras_modules():
         if re.search(r"_getframe|importlib\._bootstrap|keras\.src", line)
     ]
     assert not found
+
+
+def test_tfrs_task_loads_on_first_use():
+    result = run_python(
+        "import sys, tfcroloss; assert 'tensorflow_recommenders' not in sys.modules;"
+        "print(tfcroloss.tfrs.Retrieval.__mro__[1].__module__)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tensorflow_recommenders.tasks.retrieval"]

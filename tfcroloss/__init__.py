@@ -5,7 +5,8 @@ Two Keras flavours over one framework-free core (``functional``, ``kernels``, ``
 
 - tf-keras (Keras 2), for TFRS: ``tfcroloss.CROLoss``, ``tfcroloss.LambdaCROLoss``
   (module ``tfcroloss.losses``);
-- Keras 3 on TensorFlow, JAX or PyTorch, and keras-rs: ``tfcroloss.keras3``.
+- Keras 3 on TensorFlow, JAX or PyTorch, and keras-rs: ``tfcroloss.keras3``;
+- ``tfcroloss.tfrs.Retrieval``: TFRS's retrieval task that hands sampling probabilities to the loss.
 
 Importing this package imports no framework. Its one side effect is the one the tf-keras
 flavour needs before TensorFlow is first imported: ``TF_USE_LEGACY_KERAS=1`` unless the
@@ -33,7 +34,7 @@ _HOMES = {
     "lambda_cro_loss": "tfcroloss.functional",
     "sampled_log_rank": "tfcroloss.rank",
 }
-_SUBMODULES = ("kernels", "weightings")
+_SUBMODULES = ("kernels", "weightings", "tfrs")
 
 __all__ = [*_HOMES, *_SUBMODULES]
 

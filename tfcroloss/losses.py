@@ -24,9 +24,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 if "tfcroloss.keras3" in sys.modules:
@@ -72,6 +73,19 @@ class LossWrapper(tf.keras.losses.Loss):
         self.fn = fn
         self._fn_kwargs = functional.check_arguments(**arguments)
         self.__dict__.update(self._fn_kwargs)
+        self._sampling_probability = None
+
+    @contextlib.contextmanager
+    def sampling_probability(self, candidate_sampling_probability: Any) -> Iterator[None]:
+        """Inside this block, calls of the loss (``loss(y_true, y_pred, sample_weight)``, reduced as
+        usual) use ``candidate_sampling_probability``: how ``tfcroloss.tfrs.Retrieval`` hands
+        TFRS's ``q`` to the loss through ``tfrs.tasks.Retrieval``'s own call (at trace time
+        inside ``tf.function``)."""
+        self._sampling_probability = candidate_sampling_probability
+        try:
+            yield
+        finally:
+            self._sampling_probability = None
 
     def call(self, y_true: Any, y_pred: Any, candidate_sampling_probability: Any = None) -> tf.Tensor:
         """Per-example losses ``[batch]`` (float32 for half-precision inputs).
@@ -79,8 +93,11 @@ class LossWrapper(tf.keras.losses.Loss):
         Keras calls this with ``(y_true, y_pred)``. A model whose negatives are not
         uniform draws calls it with ``candidate_sampling_probability`` (``q_j`` per
         draw, ``[candidates]`` or ``[batch, candidates]``) and reduces the result
-        itself, e.g. ``tf.nn.compute_average_loss(loss.call(y, s, q), sample_weight)``.
+        itself, e.g. ``tf.nn.compute_average_loss(loss.call(y, s, q), sample_weight)``, or calls
+        the loss inside ``with loss.sampling_probability(q):``.
         """
+        if candidate_sampling_probability is None:
+            candidate_sampling_probability = self._sampling_probability
         return self.fn(y_true, y_pred, candidate_sampling_probability=candidate_sampling_probability,
                        ops=_ops, **self._fn_kwargs)
 
