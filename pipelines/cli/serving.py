@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 from pathlib import Path
 
-from tfcroloss.pipelines.cli import int_in, positive_int
+from tfcroloss.pipelines.cli import CommandError, int_in, positive_int
 from tfcroloss.pipelines.retrieval.scann import SCORINGS
 from tfcroloss.pipelines.serving import INDEX_CHOICES
 from tfcroloss.pipelines.serving.limits import Limits
@@ -54,7 +55,22 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_address(host: str, port: int) -> None:
+    """Refuses an address the service could not listen on (a port in use, a host not of this
+    machine) before anything is loaded; port 0 takes a free port, which uvicorn's log names."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise CommandError(
+                f"cannot listen on {host} port {port}: {error.strerror}; choose another --port or --host"
+            ) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _check_address(args.host, args.port)
     import tensorflow as tf
     import uvicorn
 
@@ -96,14 +112,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     index = subparsers.add_parser("index", help="build the ScaNN index of an exported version")
     index.add_argument("--model", required=True, type=Path, help="version directory, saved_models/NAME/<version>")
-    index.add_argument("-k", type=positive_int, default=100, help="the k the index is tuned and checked for")
+    index.add_argument("-k", type=positive_int, help="the k the index is tuned and checked for, within the catalog "
+                       "(default: 100, or the catalog size if smaller)")
     index.add_argument("--num-leaves", type=positive_int, help="partitions of the tree (default ~sqrt(items))")
     index.add_argument("--leaves-to-search", type=positive_int, help="partitions searched per query")
     index.add_argument("--reorder", type=positive_int, help="candidates re-scored exactly")
     index.add_argument("--partition", action=argparse.BooleanOptionalAction, default=None,
                        help="search a partitioning tree (default: on large catalogs)")
     index.add_argument("--scoring", choices=SCORINGS, help="how candidates are scored")
-    index.add_argument("--sample-queries", type=positive_int, default=1000, help="queries for the agreement check")
+    index.add_argument("--sample-queries", type=positive_int, default=1000,
+                       help="queries for the agreement check (an index that agrees with exact top-k "
+                       "less than the floor in docs/serving.md is refused)")
     index.add_argument("--overwrite", action="store_true", help="replace an existing index")
     index.set_defaults(func=_index)
 

@@ -30,8 +30,9 @@ def _scann_ops() -> Any:
     return scann_ops_pybind
 
 
-def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
-    """ScaNN settings for a catalog of ``num_items`` searched for the top ``k``.
+def scann_parameters(num_items: int, k: int, num_leaves: int | None = None) -> dict[str, Any]:
+    """ScaNN settings for a catalog of ``num_items`` searched for the top ``k`` (with
+    ``num_leaves`` leaves when given: the leaves searched follow it).
 
     Follows ScaNN's ``docs/algorithms.md``: no partitioning below ``PARTITION_MIN_ITEMS``
     items (brute force); above it a tree of about ``sqrt(n)`` leaves, searching a share of
@@ -47,11 +48,11 @@ def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
 
     The agreement and cost of each choice are in docs/serving.md ("ScaNN's parameters").
 
-    Every entry can be overridden in ``ScannIndex``.
+    Every entry can be overridden in ``ScannIndex`` (``scann_settings`` checks them).
     """
     if num_items < 1 or k < 1:
         raise ValueError(f"num_items and k must be positive, got {num_items} and {k}.")
-    num_leaves = max(1, round(math.sqrt(num_items)))
+    num_leaves = num_leaves or max(1, round(math.sqrt(num_items)))
     items_per_leaf = num_items / num_leaves
     partition = num_items >= PARTITION_MIN_ITEMS
     scoring = "ah" if partition and k < AH_MAX_K else "brute_force"
@@ -68,15 +69,46 @@ def scann_parameters(num_items: int, k: int) -> dict[str, Any]:
     }
 
 
+def scann_settings(num_items: int, k_default: int, **overrides: Any) -> dict[str, Any]:
+    """``scann_parameters`` with ``overrides`` (``ScannIndex``'s arguments, ``None`` = default),
+    checked against the catalog before anything is built: leaves within ``[1, num_items]``,
+    leaves searched within ``[1, num_leaves]``, the training sample within
+    ``[num_leaves, num_items]``, every count a positive integer."""
+    unknown = set(overrides) - set(_OVERRIDABLE)
+    if unknown:
+        raise TypeError(f"unknown ScaNN settings: {', '.join(sorted(unknown))}")
+    if isinstance(k_default, bool) or not isinstance(k_default, int) or k_default < 1:
+        raise ValueError(f"k_default must be a positive integer, got {k_default!r}.")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    for key in _COUNTS:
+        if key in given and (isinstance(given[key], bool) or not isinstance(given[key], int) or given[key] < 1):
+            raise ValueError(f"{key} must be an integer >= 1, got {given[key]!r}")
+    params = {**scann_parameters(num_items, min(k_default, num_items), given.get("num_leaves")), **given}
+    lookup(dict.fromkeys(SCORINGS), params["scoring"], "scoring method")
+    ranges = {
+        "num_leaves": (1, num_items, f"the catalog's {num_items:,} items"),
+        "num_leaves_to_search": (1, params["num_leaves"], "num_leaves"),
+        "training_sample_size": (params["num_leaves"], num_items, "num_leaves to the catalog's items"),
+    }
+    for key, (low, high, what) in ranges.items():
+        if not low <= params[key] <= high:
+            raise ValueError(f"{key} must be within [{low:,}, {high:,}] ({what}), got {params[key]:,}")
+    return {**params, "k_default": k_default}
+
+
+# ScannIndex's settings, and those of them that count something.
+_OVERRIDABLE = tuple(scann_parameters(1, 1))
+_COUNTS = ("num_leaves", "num_leaves_to_search", "training_sample_size", "reorder", "dimensions_per_block")
+
 
 class ScannIndex(RetrievalIndex):
     """Approximate top-k by inner product with ScaNN.
 
-    Arguments left ``None`` take their value from ``scann_parameters(n, k_default)``;
-    ``partition=True`` forces a tree on a small catalog; ``scoring`` is one of
-    ``SCORINGS``; the AH settings apply only to ``scoring="ah"``. Results that
-    ScaNN cannot fill (fewer than k candidates in the searched leaves) come back with id
-    ``-1`` and score ``-inf``.
+    Arguments left ``None`` take their value from ``scann_parameters(n, k_default)``; all are
+    checked against the catalog (``scann_settings``). ``partition=True`` forces a tree on a
+    small catalog; ``scoring`` is one of ``SCORINGS``; the AH settings apply only to
+    ``scoring="ah"``. Results that ScaNN cannot fill (fewer than k candidates in the searched
+    leaves) come back with id ``-1`` and score ``-inf``.
     """
 
     kind = "scann"
@@ -97,26 +129,18 @@ class ScannIndex(RetrievalIndex):
         k_default: int = 500,
     ):
         embeddings, ids = base.check_catalog(embeddings, ids)
-        if k_default < 1:
-            raise ValueError(f"k_default must be positive, got {k_default}.")
-        params = scann_parameters(len(embeddings), min(k_default, len(embeddings)))
-        overrides = {
-            "partition": partition,
-            "scoring": scoring,
-            "num_leaves": num_leaves,
-            "num_leaves_to_search": num_leaves_to_search,
-            "training_sample_size": training_sample_size,
-            "reorder": reorder,
-            "dimensions_per_block": dimensions_per_block,
-            "anisotropic_threshold": anisotropic_threshold,
-        }
-        params.update({key: value for key, value in overrides.items() if value is not None})
-        params["k_default"] = k_default
-        lookup(dict.fromkeys(SCORINGS), params["scoring"], "scoring method")
-        for key in ("num_leaves", "num_leaves_to_search", "training_sample_size", "reorder", "dimensions_per_block"):
-            if overrides[key] is not None and (isinstance(overrides[key], bool) or not isinstance(overrides[key], int)
-                                               or overrides[key] < 1):
-                raise ValueError(f"{key} must be an integer >= 1, got {overrides[key]!r}")
+        params = scann_settings(
+            len(embeddings),
+            k_default,
+            partition=partition,
+            scoring=scoring,
+            num_leaves=num_leaves,
+            num_leaves_to_search=num_leaves_to_search,
+            training_sample_size=training_sample_size,
+            reorder=reorder,
+            dimensions_per_block=dimensions_per_block,
+            anisotropic_threshold=anisotropic_threshold,
+        )
         super().__init__(ids, embeddings.shape[1])
         self.params = params
         self._searcher = _build_scann(embeddings, params)

@@ -7,7 +7,12 @@ import pytest
 
 from tfcroloss.pipelines.retrieval import agreement, build_index, load_index
 from tfcroloss.pipelines.retrieval.exact import ExactIndex
-from tfcroloss.pipelines.retrieval.scann import ScannIndex, scann_parameters, search_batch_size
+from tfcroloss.pipelines.retrieval.scann import (
+    ScannIndex,
+    scann_parameters,
+    scann_settings,
+    search_batch_size,
+)
 
 
 def reference_top_k(embeddings, queries, k, ids=None):
@@ -155,3 +160,38 @@ def test_scann_marks_what_its_searched_leaves_cannot_fill(catalog):
     np.testing.assert_allclose(
         scores[rows, columns], np.sum(queries[rows] * embeddings[found[rows, columns] - 1], -1), atol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"num_leaves": 301}, r"num_leaves must be within \[1, 300\] \(the catalog's 300 items\), got 301"),
+        ({"num_leaves": 10_000_000}, r"num_leaves must be within \[1, 300\] .*got 10,000,000"),
+        ({"num_leaves": 10, "num_leaves_to_search": 11}, r"num_leaves_to_search must be within \[1, 10\] \(num_leaves\)"),
+        ({"num_leaves": 20, "training_sample_size": 10},
+         r"training_sample_size must be within \[20, 300\] \(num_leaves to the catalog's items\), got 10"),
+        ({"num_leaves_to_search": 0}, r"num_leaves_to_search must be an integer >= 1, got 0"),
+        ({"reorder": -1}, r"reorder must be an integer >= 1, got -1"),
+        ({"num_leaves": 2.5}, r"num_leaves must be an integer >= 1, got 2.5"),
+        ({"scoring": "lut"}, r"valid scoring methods: ah, brute_force"),
+    ],
+)
+def test_scann_settings_are_checked_against_the_catalog(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        scann_settings(300, 10, **overrides)
+
+
+def test_scann_settings_search_a_share_of_the_leaves_given():
+    # 300 items: sqrt -> 17 leaves by default, all of them searched (20k candidates wanted);
+    # with 5 leaves given, the leaves searched follow them instead of staying at 17.
+    assert scann_settings(300, 10)["num_leaves"] == 17
+    five = scann_settings(300, 10, partition=True, num_leaves=5)
+    assert (five["num_leaves"], five["num_leaves_to_search"], five["k_default"]) == (5, 5, 10)
+    assert scann_settings(300, 10, num_leaves=300, num_leaves_to_search=300)["training_sample_size"] == 300
+    with pytest.raises(TypeError, match="unknown ScaNN settings: leaves"):
+        scann_settings(300, 10, leaves=3)
+
+
+def test_scann_index_refuses_more_leaves_than_items_before_scann_runs():
+    with pytest.raises(ValueError, match=r"num_leaves must be within \[1, 4\]"):
+        ScannIndex(np.eye(4, dtype=np.float32), partition=True, num_leaves=5)
