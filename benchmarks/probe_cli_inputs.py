@@ -9,7 +9,8 @@ the CLI in process on each and sorts the outcome: ``one_line`` (exit status 2, o
 ``usage`` (argparse's usage and error line, exit status 2), ``accepted`` (the command ran: the
 case was not a mistake after all) or ``traceback`` (anything else: the target is 0). A refused
 ``train`` must also leave no run directory behind (``left_run_dir``). Prints one JSON object per
-case, then a summary.
+case, then a summary; the full probe also writes them to ``benchmarks/results/probe_cli_inputs.json``
+with the commit that made them.
 
     python -m benchmarks.probe_cli_inputs [--quick]
 """
@@ -22,6 +23,7 @@ import io
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 import traceback
@@ -30,9 +32,13 @@ from pathlib import Path
 from unittest import mock
 
 from tfcroloss.pipelines import cli
+from tfcroloss.pipelines.files import atomic_write_text
+from tfcroloss.pipelines.provenance import provenance
+
+RESULT = Path(__file__).parent / "results" / "probe_cli_inputs.json"
 
 # (command, case, arguments after the command, in --quick); "{W}" is the work directory, "{M}" the
-# tiny exported model (saved_models/NAME) and "{R}" its run. The train cases add
+# tiny exported model (saved_models/NAME), "{R}" its run and "{P}" a port in use. The train cases add
 # --run-dir {W}/runs/<case>; "good.yaml" is a valid config of the tiny data set.
 GOOD = "--config {W}/good.yaml"
 TRAIN_SETS = {
@@ -41,7 +47,9 @@ TRAIN_SETS = {
     "alpha not a number": "loss.alpha=abc", "num_items set": "loss.num_items=abc",
     "unknown loss": "loss.name=crolos", "baseline with alpha": "loss.name=bpr",
     "margin a list": "loss.margin=[1]", "unknown weighting": "loss.weighting=linear",
-    "infinite alpha": "loss.alpha=.inf", "patience -1": "training.patience=-1", "patience 0": "training.patience=0",
+    "infinite alpha": "loss.alpha=.inf", "learning rate infinite": "training.learning_rate=.inf",
+    "learning rate 1e30": "training.learning_rate=1e30", "temperature infinite": "model.temperature_scale=.inf",
+    "temperature 1e30": "model.temperature_scale=1e30", "patience -1": "training.patience=-1", "patience 0": "training.patience=0",
     "seed -1": "training.seed=-1", "seed float": "training.seed=1.5", "seed huge": "training.seed=1099511627776",
     "batch 0": "training.batch_size=0", "batch huge": "training.batch_size=1000000000000",
     "batch a word": "training.batch_size=big", "batch above the catalog": "training.batch_size=100000",
@@ -64,7 +72,7 @@ TRAIN_SETS = {
     "no key": "training=1", "no section": ".seed=1", "no equals sign": "training.seed",
     "bad YAML value": "model.hidden_dims=[", "section typo of a real key": "model.embeding_dim=8",
 }
-QUICK_SETS = {"loss key typo", "num_items set", "patience -1", "seed huge", "batch above the catalog", "ns a word",
+QUICK_SETS = {"loss key typo", "num_items set", "learning rate infinite", "temperature infinite", "hidden 0", "patience -1", "seed huge", "batch above the catalog", "ns a word",
               "unknown section", "no equals sign", "data path missing", "validation users -5"}
 # Config files (relative to {W}) and what they hold; "good.yaml" and the tiny data set are made first.
 FILES: dict[str, str | bytes] = {
@@ -150,6 +158,8 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("serve", "garbage saved model", "--model {W}/models/garbage", False),
     ("serve", "--port -1", "--model {W}/models/emptyversion --port -1", True),
     ("serve", "--port 99999", "--model {W}/models/emptyversion --port 99999", False),
+    ("serve", "port in use", "--model {W}/models/emptyversion --port {P}", True),
+    ("serve", "host not of this machine", "--model {W}/models/emptyversion --host 192.0.2.1", False),
     ("serve", "--max-batch 0", "--model {W}/models/emptyversion --max-batch 0", False),
     ("serve", "--poll-seconds -1", "--model {W}/models/emptyversion --poll-seconds -1", False),
     ("serve", "--tf-threads -1", "--model {W}/models/emptyversion --tf-threads -1", False),
@@ -172,12 +182,25 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("index", "real model --reorder -1", "--model {M}/1 --overwrite --reorder -1", False),
     ("index", "real model --sample-queries 0", "--model {M}/1 --overwrite --sample-queries 0", False),
     ("index", "real model a directory of versions", "--model {M}", False),
+    ("index", "real model --num-leaves 10000000", "--model {M}/1 --overwrite --num-leaves 10000000", False),
+    ("index", "real model --partition --num-leaves 10000000", "--model {M}/1 --overwrite --partition --num-leaves 10000000",
+     False),
+    ("index", "real model --partition --leaves-to-search 0", "--model {M}/1 --overwrite --partition --leaves-to-search 0",
+     False),
+    ("index", "real model more leaves searched than leaves",
+     "--model {M}/1 --overwrite --partition --num-leaves 10 --leaves-to-search 11", False),
+    ("index", "real model -k above the catalog", "--model {M}/1 --overwrite -k 1000000000", False),
+    ("index", "real model --sample-queries -5", "--model {M}/1 --overwrite --sample-queries -5", False),
+    ("index", "real model agreement below the floor",
+     "--model {M}/1 --overwrite --partition --num-leaves 100 --leaves-to-search 1", False),
+    ("recommend", "real model index recorded below the floor", "--model {W}/models/low-agreement --history 1,2", False),
     ("serve", "real model --port -1", "--model {M} --port -1", False),
     ("serve", "real model --port 99999", "--model {M} --port 99999", False),
     ("serve", "real model --tf-threads -1", "--model {M} --tf-threads -1", False),
     ("serve", "real model --max-history 0", "--model {M} --max-history 0", False),
     ("serve", "real model --batch-delay-ms -1", "--model {M} --batch-delay-ms -1", False),
     ("serve", "real model --poll-seconds 0", "--model {M} --poll-seconds 0", False),
+    ("serve", "real model port in use", "--model {M} --port {P}", False),
 ]
 
 
@@ -211,17 +234,24 @@ def _setup(workdir: Path) -> None:
 
 
 def _trained_model(workdir: Path) -> None:
-    """Trains the good config a few steps ({R}) and exports it ({M}, version 1)."""
+    """Trains the good config a few steps ({R}) and exports it ({M}, version 1); a copy of the
+    version, models/low-agreement, gets an index whose build.json records agreement 0 (as one
+    built before the floor was checked)."""
+    low = workdir / "models" / "low-agreement"
     with contextlib.redirect_stdout(io.StringIO()):
         for argv in (["train", "--config", str(workdir / "good.yaml"), "--run-dir", str(workdir / "run-real")],
-                     ["export", "--run", str(workdir / "run-real"), "--output", str(workdir / "models" / "real")]):
+                     ["export", "--run", str(workdir / "run-real"), "--output", str(low)],
+                     ["export", "--run", str(workdir / "run-real"), "--output", str(workdir / "models" / "real")],
+                     ["index", "--model", str(low / "1"), "-k", "10"]):
             if cli.main(argv) != 0:
                 raise RuntimeError(f"probe set-up failed: tfcroloss {' '.join(argv)}")
+    build_file = low / "1" / "index" / "build.json"
+    build_file.write_text(json.dumps({**json.loads(build_file.read_text()), "agreement@10": 0.0}))
 
 
-def run_case(workdir: Path, command: str, name: str, arguments: str) -> dict:
-    places = {"{W}": workdir, "{M}": workdir / "models" / "real", "{R}": workdir / "run-real"}
-    argv = [command, *re.sub(r"\{[WMR]\}", lambda match: str(places[match.group()]), arguments).split()]
+def run_case(workdir: Path, port: int, command: str, name: str, arguments: str) -> dict:
+    places = {"{W}": workdir, "{M}": workdir / "models" / "real", "{R}": workdir / "run-real", "{P}": port}
+    argv = [command, *re.sub(r"\{[WMRP]\}", lambda match: str(places[match.group()]), arguments).split()]
     if name == "command typo":
         argv[0] = command[:-1]
     run_dir = workdir / "runs" / re.sub(r"\W+", "_", name)
@@ -255,16 +285,17 @@ def run_case(workdir: Path, command: str, name: str, arguments: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a few cases of each command (for the test)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a few cases of each command (for the test); the full probe writes {RESULT}")
     args = parser.parse_args(argv)
     results = []
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, socket.create_server(("127.0.0.1", 0)) as taken:
         _setup(Path(workdir))
         if not args.quick:
             _trained_model(Path(workdir))
         for command, name, arguments, quick in CASES:
             if quick or not args.quick:
-                result = run_case(Path(workdir), command, name, arguments)
+                result = run_case(Path(workdir), taken.getsockname()[1], command, name, arguments)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     counts = Counter(result["outcome"] for result in results)
@@ -279,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cpus",
     }
     print(json.dumps(summary), flush=True)
+    if not args.quick:
+        payload = {"provenance": provenance(), "summary": summary, "cases": results}
+        atomic_write_text(RESULT, json.dumps(payload, indent=2) + "\n")
     return 0 if not (summary["tracebacks"] or summary["accepted"] or summary["left_run_dir"]) else 1
 
 
