@@ -1,5 +1,5 @@
-"""A keras-rs two-tower retrieval model trained with the Keras 3 CROLoss: in-batch negatives,
-accidental hits masked, top-k from ``keras_rs.layers.BruteForceRetrieval``; uniform and
+"""A keras-rs two-tower retrieval model trained with the Keras 3 CROLoss: in-batch negatives
+(batches larger than the catalog included), accidental hits masked, top-k from ``keras_rs.layers.BruteForceRetrieval``; uniform and
 importance-weighted (in-batch popularity) rank estimates; and the README's Keras 3 example."""
 
 import re
@@ -87,6 +87,20 @@ def test_two_tower_fit(loss, weighted):
     if isinstance(model.cro, CROLoss):  # (the Lambda value is a surrogate whose weight moves)
         assert losses[-1] < losses[0]
     assert model.recall_at_5(users[:256], items[:256]) > max(0.8, before + 0.3)
+
+
+def test_batch_larger_than_the_catalog_with_duplicates():
+    """128 interactions over 40 items per batch: each row has 127 candidates, most items many times."""
+    users, items = interactions(seed=1, size=512)
+    keras.utils.set_random_seed(0)
+    model = TwoTower(LambdaCROLoss(NUM_ITEMS, alpha=1.0))
+    model.compile(optimizer=keras.optimizers.Adam(0.1))
+    eager = model.compute_loss({"user": users[:128], "item": items[:128]}, y_pred=model(
+        {"user": users[:128]}))  # eager: the input checks run on concrete values
+    history = model.fit({"user": users, "item": items}, batch_size=128, epochs=3, verbose=0)
+    assert len(np.unique(items[:128])) < NUM_ITEMS < 127
+    assert np.isfinite(float(eager)) and np.isfinite(history.history["loss"]).all()
+    assert model.recall_at_5(users[:256], items[:256]) > 0.8
 
 
 KERAS3_EXAMPLES = re.findall(r"```python keras3\n(.*?)```", README.read_text(), flags=re.S)
