@@ -70,6 +70,11 @@ def _validation_samples(config: config_lib.RunConfig, dataset: PreparedDataset) 
     )
 
 
+def _fetched(value: Any) -> Any:
+    """A step's logs: tensors, or under ``parameter_server`` a ``RemoteValue`` of them, fetched."""
+    return value.fetch() if isinstance(value, tf.distribute.experimental.coordinator.RemoteValue) else value
+
+
 class TrainingDiverged(ValueError):
     """The loss or a validation metric became NaN or infinite: the run stops, keeping its last
     checkpoint (taken at a validation where everything was finite) and writing no test metrics."""
@@ -79,28 +84,27 @@ class _Validation(tf.keras.callbacks.Callback):
     """Validates every epoch (= eval_every steps), keeps the best weights, checkpoints, stops early.
 
     It stops the run (``TrainingDiverged``) before checkpointing when a step's loss or a
-    validation metric is not finite. The step losses are kept as tensors and read at the
-    validation, so that checking them does not wait for every step."""
-
-    _supports_tf_logs = True  # batch logs stay tensors (no host copy per step)
+    validation metric is not finite. The steps' logs are kept as they come (tensors) and read at
+    the validation, so that checking them does not wait for every step."""
 
     def __init__(self, run: Run, state: tf.train.Checkpoint, latest, best, samples: EvalSamples):
         super().__init__()
+        self._supports_tf_logs = True  # batch logs stay tensors (no host copy per step)
         self.run, self.state, self.latest, self.best, self.samples = run, state, latest, best, samples
         self.writer = tf.summary.create_file_writer(str(run.directory / LOGS_DIR / "validation"))
         self.select_on = run.config.evaluation.select_on
-        self.losses: list[tf.Tensor] = []
+        self.step_logs: list[Any] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.losses = []
+        self.step_logs = []
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.losses.append(logs["loss"])
+        self.step_logs.append(logs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         config = self.run.config
         step = int(self.run.model.optimizer.iterations.numpy())
-        losses = np.array([float(loss) for loss in self.losses])
+        losses = np.array([float(_fetched(logs)["loss"]) for logs in self.step_logs])
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
             self._diverged(f"the training loss was {losses[bad[0]]} at step {step - len(losses) + bad[0] + 1}")
