@@ -59,7 +59,8 @@ class ModelWatcher:
         self.model_root = Path(model_root)
         self.poll_seconds = poll_seconds
         self.failed: tuple[int, str] | None = None
-        """The latest version that failed to load, and why, without server paths (until one loads)."""
+        """The latest version that failed to load, and why, without server paths (until one
+        loads or its folder is removed)."""
         self.unloaded: int | None = None
         """The version unloaded because its folder was removed and no other was left."""
         self._loader = loader or load_retriever
@@ -95,6 +96,8 @@ class ModelWatcher:
         """Loads and switches to the newest version if it is not the one served (a newer one,
         new files of the one served, or the newest remaining after the served one's folder was
         removed), or reloads the one served if its index process ended; True if it switched."""
+        if self.failed is not None and not (self.model_root / str(self.failed[0])).is_dir():
+            self._failed_key = self.failed = None  # removed: nothing left to report
         key = self._latest_key()
         if key is None:
             if self.current is not None and not (self.model_root / str(self._key[0])).is_dir():

@@ -485,6 +485,7 @@ def test_removed_and_half_copied_versions_as_tf_serving(tmp_path):
         assert [(s["version"], s["state"]) for s in statuses] == [("3", "END"), ("2", "AVAILABLE")]
         assert statuses[0]["status"]["error_message"] == "OSError: SavedModel file does not exist at: tiny/3/saved_model.pb"
         shutil.rmtree(root / "3")
+        assert not watcher.refresh() and watcher.failed is None  # removed: no longer reported
 
         shutil.rmtree(root / "2")
         assert watcher.refresh() and watcher.current.version == 1
