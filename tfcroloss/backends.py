@@ -53,7 +53,6 @@ class TensorFlowOps:
             "zeros_like": tf.zeros_like,
             "ones_like": tf.ones_like,
             "equal": tf.equal,
-            "abs": tf.abs,
             "log": tf.math.log,
             "exp": tf.math.exp,
             "expm1": tf.math.expm1,
@@ -74,12 +73,6 @@ class TensorFlowOps:
 
     def sum(self, x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
         return self.tf.reduce_sum(x, axis=axis, keepdims=keepdims)
-
-    def max(self, x: Any, axis: int | None = None) -> Any:
-        return self.tf.reduce_max(x, axis=axis)
-
-    def min(self, x: Any, axis: int | None = None) -> Any:
-        return self.tf.reduce_min(x, axis=axis)
 
     def any(self, x: Any, axis: int | None = None) -> Any:
         return self.tf.reduce_any(x, axis=axis)
