@@ -4,7 +4,10 @@ It writes a run directory (layout in ``run_directory``), and nothing before the 
 set and the model are known to be good. Running the same command again on a run directory resumes
 from its last checkpoint (also after SIGKILL); batches and negatives are functions of (seed,
 step), so a resumed run continues exactly where the checkpoint left it. A run directory that
-kept nothing trained takes any config (a corrected command is never refused).
+kept nothing trained takes any config (a corrected command is never refused). A step loss or a
+validation metric that is NaN or infinite stops the run (``TrainingDiverged``, one line naming
+the step) with its last checkpoint kept and no ``metrics.json`` written; resumed with
+``training.max_steps`` set to that checkpoint's step, the run finishes there.
 
 ``training.strategy`` picks a ``tf.distribute`` strategy (see ``distribute``). Under
 ``multi_worker`` every worker runs ``train`` and computes the same validations (so all stop
