@@ -283,7 +283,8 @@ def versions(probe: Probe, model: Path, quick: bool) -> None:
 
 
 def killed_index(probe: Probe) -> None:
-    """Kills the served version's index process while lookups arrive; counts their answers."""
+    """Kills the served version's index process while lookups arrive (two clients, one every
+    20 ms each); counts their answers."""
     retriever = probe.app.state.watcher.current
     pid = retriever.index.pid  # loaded while serving: its index lives in a child process
     stop = threading.Event()
@@ -291,7 +292,7 @@ def killed_index(probe: Probe) -> None:
     def lookups() -> list[httpx.Response]:
         answers = []
         with httpx.Client(base_url=probe.url, timeout=60) as client:
-            while not stop.is_set():
+            while not stop.wait(0.02):
                 answers.append(client.post("/recommend", json={"history": ["nope"], "k": 2}))
         return answers
 
@@ -396,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         "answers_2xx": statuses["2xx"], "answers_4xx": statuses["4xx"], "answers_5xx": statuses["5xx"],
         "client_input": sum(result["kind"] == "client" for result in results),
         "client_input_5xx": sum(result["kind"] == "client" and result["status"] >= 500 for result in results),
+        "faults_503_with_retry_after": sum(result["kind"] == "fault" and result["status"] == 503 and not result["wrong"]
+                                           for result in results),
         "wrong": sum(bool(result["wrong"]) for result in results),
         "wrong_cases": sorted({f"{result['case']}: {'; '.join(result['wrong'])}" for result in results if result["wrong"]}),
         "export_version": export_version,

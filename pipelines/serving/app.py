@@ -149,7 +149,7 @@ def _status_router(state: ServiceState) -> APIRouter:
     async def metadata() -> Response:
         retriever = state.watcher.current
         if retriever is None:
-            raise unavailable_error(state.unavailable())
+            raise unavailable_error(state.no_version())
         return json_response(
             {
                 **retriever.describe(public=True),

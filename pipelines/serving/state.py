@@ -75,7 +75,7 @@ class ServiceState:
         reloaded, the lookup queue full), or None when they can."""
         retriever = self.watcher.current
         if retriever is None:
-            return self._no_version()
+            return self.no_version()
         if not retriever.alive:
             self.watcher.wake()
             return index_ended(retriever.version)
@@ -87,7 +87,7 @@ class ServiceState:
         """The Retriever to answer with (``ready``); a 503 ``ApiError`` when there is none."""
         retriever = self.watcher.current
         if retriever is None:
-            raise unavailable_error(self._no_version())
+            raise unavailable_error(self.no_version())
         return self.ready(retriever)
 
     def ready(self, retriever: Retriever) -> Retriever:
@@ -98,7 +98,7 @@ class ServiceState:
             raise unavailable_error(index_ended(retriever.version))
         return retriever
 
-    def _no_version(self) -> str:
+    def no_version(self) -> str:
         return f"no version to serve: version {self.watcher.unloaded} was removed and none is left"
 
     async def lookup(
