@@ -28,7 +28,9 @@ COMMAND_MODULES = ("data", "training", "serving", "demo")
 NATIVE_LOG_LINE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"
-    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\])"
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+:\d+\]"
+    # the second line of TensorFlow's CPU-feature notice, which has no log header of its own
+    rb"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags)"
 )
 
 

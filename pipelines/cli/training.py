@@ -80,13 +80,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from tfcroloss.pipelines.training import experiment, experiment_spec, report
+    from tfcroloss.pipelines.training import experiment_spec, report
 
-    spec = experiment_spec.load(args.config)
+    spec = experiment_spec.load(args.config)  # checked before training's heavy imports
     if args.report_only:
         results, _ = report.read_results(spec.output / "results.json")
         report.write_report(spec, results)
     else:
+        from tfcroloss.pipelines.training import experiment
+
         results = experiment.run(spec, reuse_other_code=args.reuse_other_code)
     header, rows = report.table_rows(results)
     print(report.markdown_table(header, rows))
