@@ -14,7 +14,7 @@ KS = ("top_1", "top_5", "top_10", "top_50", "top_100")
 
 def main(folder):
     folder = Path(folder)
-    results = json.loads((folder / "results.json").read_text())
+    results = json.loads((folder / "results.json").read_text())["runs"]
     lines = ["| variant | seeds | " + " | ".join(KS) + " |", "| --- | --- |" + " --- |" * len(KS)]
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == variant]

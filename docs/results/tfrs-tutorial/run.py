@@ -21,6 +21,7 @@ import tfcroloss
 import tfcroloss.tfrs
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from tfcroloss.pipelines.provenance import provenance
 
 VARIANTS = ("softmax", "croloss", "croloss_task_q")
 SEEDS = (0, 1, 2)
@@ -84,13 +85,13 @@ def run(variant, seed, ratings, movies):
 def main(data, out):
     ratings = load(data)
     movies = ratings.map(lambda x: x["movie_title"]).unique()
-    results = []
+    results = {"provenance": provenance(), "runs": []}  # the commit, package versions and machine
     for seed in SEEDS:
         for variant in VARIANTS:
             start = time.time()
-            results.append({"variant": variant, "seed": seed, **run(variant, seed, ratings, movies),
-                            "seconds": round(time.time() - start)})
-            print(results[-1], flush=True)
+            results["runs"].append({"variant": variant, "seed": seed, **run(variant, seed, ratings, movies),
+                                    "seconds": round(time.time() - start)})
+            print(results["runs"][-1], flush=True)
             with open(out, "w") as f:
                 json.dump(results, f, indent=1)
 
