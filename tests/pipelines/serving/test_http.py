@@ -221,12 +221,15 @@ class BlockedRetriever:
         return self._retriever.encode(histories)
 
 
-def test_a_full_queue_answers_503_and_health_stays_fast(tmp_path):
-    with fake_serving(tmp_path, max_queue=6) as (url, app):
+@contextlib.contextmanager
+def four_histories_queued_behind_a_blocked_lookup(tmp_path, max_queue):
+    """A served fake whose worker holds one batch of 4 histories while a second batch of 4 waits in
+    the queue; yields the URL and the batch's body, then lets both lookups finish (200 each)."""
+    with fake_serving(tmp_path, max_queue=max_queue) as (url, app):
         blocked = BlockedRetriever(app.state.watcher.current)
         app.state.watcher.current = blocked
         body = {"histories": [FAKE_TOKENS[:3]] * 4, "k": 5}
-        with ThreadPoolExecutor(4) as pool:
+        with ThreadPoolExecutor(2) as pool:
             first = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
             assert blocked.entered.wait(30)  # the worker holds 4 histories
             queued = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
@@ -234,10 +237,17 @@ def test_a_full_queue_answers_503_and_health_stays_fast(tmp_path):
             while "tfcroloss_lookup_queue_histories 4.0" not in httpx.get(f"{url}/metrics").text:
                 assert time.monotonic() < deadline, "the second request was never queued"
                 time.sleep(0.02)
-            refused = httpx.post(f"{url}/recommend/batch", json=body, timeout=30)  # 4 + 4 > 6
-            health = httpx.get(f"{url}/health", timeout=30)
-            blocked.release.set()
+            try:
+                yield url, body
+            finally:
+                blocked.release.set()
             assert first.result().status_code == 200 and queued.result().status_code == 200
+
+
+def test_a_full_queue_answers_503_and_health_stays_fast(tmp_path):
+    with four_histories_queued_behind_a_blocked_lookup(tmp_path, max_queue=6) as (url, body):
+        refused = httpx.post(f"{url}/recommend/batch", json=body, timeout=30)  # 4 + 4 > 6
+        health = httpx.get(f"{url}/health", timeout=30)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "queue is full" in refused.json()["detail"]
     assert health.status_code == 200 and health.json() == {"status": "ok", "model_version": 1}
@@ -547,18 +557,9 @@ def test_health_and_lookups_say_503_while_the_index_process_is_reloaded(tmp_path
 
 
 def test_health_says_503_while_the_lookup_queue_is_full(tmp_path):
-    with fake_serving(tmp_path, max_queue=4) as (url, app):
-        blocked = BlockedRetriever(app.state.watcher.current)
-        app.state.watcher.current = blocked
-        body = {"histories": [FAKE_TOKENS[:3]] * 4, "k": 5}
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
-            assert blocked.entered.wait(30)  # the worker holds 4 histories
-            queued = pool.submit(httpx.post, f"{url}/recommend/batch", json=body, timeout=30)
-            deadline = time.monotonic() + 30
-            while (health := httpx.get(f"{url}/health")).status_code == 200:
-                assert time.monotonic() < deadline, "the queue never filled"
-                time.sleep(0.02)
-            blocked.release.set()
-            assert first.result().status_code == 200 and queued.result().status_code == 200
+    with four_histories_queued_behind_a_blocked_lookup(tmp_path, max_queue=4) as (url, _):
+        deadline = time.monotonic() + 30
+        while (health := httpx.get(f"{url}/health")).status_code == 200:
+            assert time.monotonic() < deadline, "the queue never filled"
+            time.sleep(0.02)
     assert health.status_code == 503 and health.json()["reason"] == "the lookup queue is full (4 histories waiting)"
