@@ -1,15 +1,17 @@
 """The prepared data set: the on-disk contract between data preparation and training.
 
-Layout of a prepared data set directory (``FORMAT_VERSION`` 1)::
+Layout of a prepared data set directory (``FORMAT_VERSION`` 2)::
 
-    metadata.json            counts, settings and sources (see ``PreparedDataset.metadata``)
+    metadata.json            counts, settings, the split rule and sources (``PreparedDataset.metadata``)
     items.parquet            one row per item id 0..num_items: ``token`` (string), ``count`` (int64,
                              training interactions); row 0 is the padding id with token ""
     users.parquet            one row per kept user: ``token`` (string); a user's index is its row
-    {train,valid,test}/
-        user_index.npy       int64 [U]: row in users.parquet, in the order the split was drawn
-        offsets.npy          int64 [U+1]: user j owns items[offsets[j]:offsets[j+1]]
-        items.npy            int32 [T]: item ids 1..num_items, each user's items in time order
+    {train,valid,test}/      the split's users in user-index order, as Parquet shards of
+                             ``users_per_shard`` users (``shards``) and their ``shards.json``
+
+Version 1 (still read) kept each split as ``user_index.npy`` (int64 [U]), ``offsets.npy`` (int64
+[U+1]: user j owns items[offsets[j]:offsets[j+1]]) and ``items.npy`` (int32 [T]), and split users
+by a NumPy shuffle (``split_rule`` absent from its metadata); version 2 splits by ``SPLIT_RULE``.
 
 The directory is written under a temporary name in the same parent and renamed into place, so a
 reader never sees a half-written data set.
@@ -29,19 +31,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tfcroloss.pipelines.data import SPLIT_NAMES, DataError
+from tfcroloss.pipelines.data import shards as shards_lib
 from tfcroloss.pipelines.files import atomic_directory
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """The users of one split and their time-ordered item sequences (CSR layout)."""
+    """The users of one split and their time-ordered item sequences (CSR layout); ``shards``
+    are the files it was read from (format 2), which training streams."""
 
     user_index: np.ndarray
     offsets: np.ndarray
     items: np.ndarray
+    shards: tuple[shards_lib.Shard, ...] = ()
 
     def __post_init__(self) -> None:
         if self.offsets.shape != (self.user_index.shape[0] + 1,):
@@ -72,13 +77,16 @@ class Split:
         """The time-ordered item ids of the split's ``i``-th user."""
         return self.items[self.offsets[i] : self.offsets[i + 1]]
 
-    def save(self, directory: Path) -> None:
-        directory.mkdir()
-        for name in ("user_index", "offsets", "items"):
-            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+    def save(self, directory: Path, *, users_per_shard: int) -> None:
+        shards_lib.write_split(directory, self.user_index, self.offsets, self.items, users_per_shard)
 
     @classmethod
     def load(cls, directory: Path) -> Split:
+        shards = shards_lib.read_index(directory)
+        return cls(*shards_lib.read_split(shards), shards=shards)
+
+    @classmethod
+    def load_version_1(cls, directory: Path) -> Split:
         arrays = {}
         for name, dtype in (("user_index", np.int64), ("offsets", np.int64), ("items", np.int32)):
             array = np.load(directory / f"{name}.npy", allow_pickle=False)
@@ -149,19 +157,17 @@ class PreparedDataset:
         return {token: item_id for item_id, token in enumerate(self.item_tokens) if item_id}
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the data set to ``path`` atomically (temporary sibling directory, then rename)."""
+        """Write the data set to ``path`` atomically (temporary sibling directory, then rename),
+        in the current format, its splits in shards of the metadata's ``users_per_shard`` users."""
         path = Path(path)
+        users_per_shard = int(self.metadata.get("users_per_shard", shards_lib.DEFAULT_USERS_PER_SHARD))
+        self.metadata = {**self.metadata, "format_version": FORMAT_VERSION, "users_per_shard": users_per_shard}
         with atomic_directory(path, overwrite=overwrite) as tmp:
-            item_tokens = self._arrow_tokens("items", self._item_tokens_arrow)
-            pq.write_table(
-                pa.table({"token": item_tokens, "count": pa.array(self.item_counts, pa.int64())}),
-                tmp / "items.parquet",
-            )
-            user_tokens = self._arrow_tokens("users", self._user_tokens_arrow)
-            pq.write_table(pa.table({"token": user_tokens}), tmp / "users.parquet")
+            write_items(tmp, self._arrow_tokens("items", self._item_tokens_arrow), self.item_counts)
+            write_users(tmp, self._arrow_tokens("users", self._user_tokens_arrow))
             for name, split in self.splits.items():
-                split.save(tmp / name)
-            (tmp / METADATA_FILE).write_text(json.dumps(self.metadata, indent=2) + "\n")
+                split.save(tmp / name, users_per_shard=users_per_shard)
+            write_metadata(tmp, self.metadata)
         self.path = path
         return path
 
@@ -183,16 +189,32 @@ class PreparedDataset:
                 f"{path / 'items.parquet'}: expected {metadata['num_items'] + 1} rows "
                 f"(num_items + padding), got {item_counts.shape[0]}"
             )
-        splits = {name: Split.load(path / name) for name in SPLIT_NAMES}
+        load_split = Split.load if metadata["format_version"] >= 2 else Split.load_version_1
+        splits = {name: load_split(path / name) for name in SPLIT_NAMES}
         for name, split in splits.items():
             if (
                 split.items.size
                 and not 1 <= split.items.min() <= split.items.max() <= len(item_counts) - 1
             ):
                 raise DataError(
-                    f"{path / name / 'items.npy'}: item ids must be in 1..{len(item_counts) - 1}"
+                    f"{path / name}: item ids must be in 1..{len(item_counts) - 1}"
                 )
         return cls(metadata=metadata, item_counts=item_counts, path=path, **splits)
+
+
+def write_items(directory: Path, tokens: pa.Array | pa.ChunkedArray, counts: np.ndarray) -> None:
+    """``items.parquet``: the token and training count of each item id (row 0: padding)."""
+    table = pa.table({"token": tokens, "count": pa.array(counts, pa.int64())})
+    pq.write_table(table.combine_chunks(), directory / "items.parquet")
+
+
+def write_users(directory: Path, tokens: pa.Array | pa.ChunkedArray) -> None:
+    """``users.parquet``: the token of each user index."""
+    pq.write_table(pa.table({"token": tokens}).combine_chunks(), directory / "users.parquet")
+
+
+def write_metadata(directory: Path, metadata: dict[str, Any]) -> None:
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

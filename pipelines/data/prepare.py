@@ -8,8 +8,9 @@ Steps, each configurable by ``PrepareConfig`` (defaults as in the paper):
    interactions, both counted on the same data (ComiRec's single pass), or repeated until nothing
    changes (``iterative_filter``);
 5. give items ids 1..n by descending popularity, ties by first appearance in the log (0 = padding);
-6. shuffle users with ``seed`` (1230, the authors') and split them 80/10/10 into train/valid/test,
-   unless the input is already split (ComiRec ``*_train/_valid/_test.txt``), which is kept.
+6. split users 80/10/10 into train/valid/test by ``SPLIT_RULE``, a hash of ``seed`` (1230, the
+   authors') and the user's token, which any engine computes user by user; input that is already
+   split (ComiRec ``*_train/_valid/_test.txt``) keeps its split.
 
 Everything is vectorised numpy on int32 codes, so an 85M-row log needs a few GB and no Python
 loop per row.
@@ -18,6 +19,7 @@ loop per row.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,17 @@ from tfcroloss.pipelines.data.dataset import (
     Split,
 )
 from tfcroloss.pipelines.data.readers import InteractionLog, read_log
+from tfcroloss.pipelines.data.shards import DEFAULT_USERS_PER_SHARD
 from tfcroloss.pipelines.files import check_writable
 
 AUTHORS_SEED = 1230
 DEFAULT_MIN_COUNT = 5
+SPLIT_RULE = (
+    "users ordered by (int(md5(f'{seed}:{token}').hexdigest()[:15], 16), user index); the first "
+    "int(train_fraction * users) are train, the next up to int((train_fraction + valid_fraction) "
+    "* users) valid, the rest test"
+)
+"""How a raw log's users are split (``metadata.json: split_rule``, from format version 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,7 @@ class PrepareConfig:
     valid_fraction: float = 0.1
     seed: int = AUTHORS_SEED
     min_cut: int = 4
+    users_per_shard: int = DEFAULT_USERS_PER_SHARD
 
     def __post_init__(self) -> None:
         for name in ("min_user_count", "min_item_count"):
@@ -71,6 +81,21 @@ class PrepareConfig:
             )
         if self.min_cut < 1:
             raise DataError(f"min_cut must be >= 1, got {self.min_cut}")
+        if self.users_per_shard < 1:
+            raise DataError(f"users_per_shard must be >= 1, got {self.users_per_shard}")
+
+    def min_counts(self, presplit: bool) -> tuple[int, int]:
+        """The minimum user and item counts, the protocol's defaults filled in."""
+        default = 0 if presplit else DEFAULT_MIN_COUNT
+        return (
+            default if self.min_user_count is None else self.min_user_count,
+            default if self.min_item_count is None else self.min_item_count,
+        )
+
+    def split_sizes(self, num_users: int) -> tuple[int, int]:
+        """How many of ``num_users`` users go to train and to valid under ``SPLIT_RULE``."""
+        num_train = int(self.train_fraction * num_users)
+        return num_train, int((self.train_fraction + self.valid_fraction) * num_users) - num_train
 
 
 def prepare_file(
@@ -104,9 +129,7 @@ def prepare(
 ) -> PreparedDataset:
     """Apply the ComiRec protocol to ``log`` and return the (unsaved) prepared data set."""
     presplit = log.split is not None
-    default_min = 0 if presplit else DEFAULT_MIN_COUNT
-    min_user = default_min if config.min_user_count is None else config.min_user_count
-    min_item = default_min if config.min_item_count is None else config.min_item_count
+    min_user, min_item = config.min_counts(presplit)
     dropped: dict[str, int] = {}
 
     rows = _Rows(log.users, log.items, log.timestamps, log.split)
@@ -141,15 +164,17 @@ def prepare(
     kept_user_codes = users.kept_codes
 
     num_items = int(by_popularity.size)
-    settings = {
-        **(reader_settings or {}),
-        **dataclasses.asdict(config),
-        "min_user_count": min_user,
-        "min_item_count": min_item,
-        "split": "kept from input files" if presplit else "seeded user shuffle",
-    }
     return PreparedDataset(
-        metadata=_metadata(log, splits, num_items, kept_user_codes.size, dropped, settings, config.min_cut),
+        metadata=metadata(
+            read={"interactions": log.num_interactions, "users": len(log.user_tokens), "items": len(log.item_tokens)},
+            splits={name: (split.num_users, split.num_interactions) for name, split in splits.items()},
+            num_items=num_items,
+            num_users=int(kept_user_codes.size),
+            dropped=dropped,
+            train_users_without_cut=int(np.count_nonzero(splits["train"].lengths < config.min_cut + 1)),
+            settings=settings(config, reader_settings, presplit),
+            sources=log.sources,
+        ),
         item_counts=np.bincount(splits["train"].items, minlength=num_items + 1).astype(np.int64),
         item_tokens=pa.concat_arrays(
             [pa.array([""], pa.string()), log.item_tokens.take(pa.array(by_popularity))]
@@ -225,38 +250,50 @@ class _UserSplit:
         return splits
 
 
-def _metadata(
-    log: InteractionLog,
-    splits: dict[str, Split],
+def settings(config: PrepareConfig, reader_settings: dict[str, Any] | None, presplit: bool) -> dict[str, Any]:
+    """The settings recorded in ``metadata.json``: the reader's and the protocol's."""
+    min_user, min_item = config.min_counts(presplit)
+    return {
+        **(reader_settings or {}),
+        **dataclasses.asdict(config),
+        "min_user_count": min_user,
+        "min_item_count": min_item,
+        "split": "kept from input files" if presplit else "split_rule",
+    }
+
+
+def metadata(
+    *,
+    read: dict[str, int],
+    splits: dict[str, tuple[int, int]],
     num_items: int,
     num_users: int,
     dropped: dict[str, int],
+    train_users_without_cut: int,
     settings: dict[str, Any],
-    min_cut: int,
+    sources: list[str],
 ) -> dict[str, Any]:
+    """``metadata.json`` of a prepared data set (``splits``: users and interactions of each)."""
     return {
         "format_version": FORMAT_VERSION,
         "num_items": num_items,
-        "num_users": int(num_users),
-        "num_interactions": sum(split.num_interactions for split in splits.values()),
-        "splits": {
-            name: {"users": split.num_users, "interactions": split.num_interactions}
-            for name, split in splits.items()
-        },
-        "read": {
-            "interactions": log.num_interactions,
-            "users": len(log.user_tokens),
-            "items": len(log.item_tokens),
-        },
-        "dropped": {
-            **dropped,
-            "users": int(len(log.user_tokens) - num_users),
-            "items": int(len(log.item_tokens) - num_items),
-        },
-        "train_users_without_cut": int(np.count_nonzero(splits["train"].lengths < min_cut + 1)),
+        "num_users": num_users,
+        "num_interactions": sum(interactions for _, interactions in splits.values()),
+        "splits": {name: {"users": users, "interactions": interactions} for name, (users, interactions) in splits.items()},
+        "read": read,
+        "dropped": {**dropped, "users": read["users"] - num_users, "items": read["items"] - num_items},
+        "train_users_without_cut": train_users_without_cut,
         "settings": settings,
-        "sources": [{"path": str(Path(s).resolve()), "bytes": _size(s)} for s in log.sources],
+        "split_rule": SPLIT_RULE if settings["split"] == "split_rule" else settings["split"],
+        "sources": [{"path": str(Path(s).resolve()), "bytes": _size(s)} for s in sources],
+        "users_per_shard": settings["users_per_shard"],
     }
+
+
+def split_keys(tokens: list[str], seed: int) -> np.ndarray:
+    """int64 [users]: each user's key under ``SPLIT_RULE``."""
+    keys = (int(hashlib.md5(f"{seed}:{token}".encode()).hexdigest()[:15], 16) for token in tokens)
+    return np.fromiter(keys, np.int64, len(tokens))
 
 
 def _codes_by_popularity(codes: np.ndarray, num_codes: int) -> np.ndarray:
@@ -342,9 +379,9 @@ def _split_users(
                 "a ComiRec split set must split by user"
             )
         return user_split
-    permutation = np.random.default_rng(config.seed).permutation(num_users)
-    num_train = int(config.train_fraction * num_users)
-    num_valid = int((config.train_fraction + config.valid_fraction) * num_users) - num_train
+    keys = split_keys(log.user_tokens.take(pa.array(kept_user_codes)).to_pylist(), config.seed)
+    permutation = np.argsort(keys, kind="stable")  # ties: by user index
+    num_train, num_valid = config.split_sizes(num_users)
     user_split = np.full(num_users, 2, np.int8)
     user_split[permutation[:num_train]] = 0
     user_split[permutation[num_train : num_train + num_valid]] = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -56,8 +57,10 @@ def test_worked_example(example):
     assert dataset.item_tokens.tolist() == ["", "x", "y", "w"]
     assert dataset.user_tokens.tolist() == ["alice", "bob"]
     assert all_sequences(dataset) == {"alice": [2, 3, 1], "bob": [1, 2]}
-    # Two users: int(0.8 * 2) = 1 train, int(0.9 * 2) - 1 = 0 valid, 1 test, shuffled by the seed.
-    first = int(np.random.default_rng(1230).permutation(2)[0])
+    # Two users: int(0.8 * 2) = 1 train, int(0.9 * 2) - 1 = 0 valid, 1 test, ordered by the split
+    # rule's key: the first 15 hex digits of md5("1230:TOKEN").
+    keys = [int(hashlib.md5(f"1230:{user}".encode()).hexdigest()[:15], 16) for user in ("alice", "bob")]
+    first = int(np.argmin(keys))
     assert dataset.train.user_index.tolist() == [first]
     assert dataset.valid.num_users == 0
     assert dataset.test.user_index.tolist() == [1 - first]
@@ -159,7 +162,7 @@ def test_failures_leave_nothing_behind(example, tmp_path, monkeypatch):
         prepare_file("comirec", example, tmp_path / "out", config=PrepareConfig(min_user_count=99))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["example.txt"]
 
-    def broken(self, directory):
+    def broken(self, directory, **options):
         raise OSError("disk full")
 
     monkeypatch.setattr(Split, "save", broken)
