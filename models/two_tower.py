@@ -43,6 +43,7 @@ import tensorflow_recommenders as tfrs
 
 from tfcroloss import CROLoss, LambdaCROLoss
 from tfcroloss.models import towers
+from tfcroloss.models.optimizers import SparseAdam
 from tfcroloss.registry import lookup
 
 NEGATIVE_MODES = ("sampled", "in_batch", "both")
@@ -170,15 +171,24 @@ class TwoTowerModel(tfrs.Model):
             0, dtype=tf.int64, trainable=False, name="sampler_step",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
+        self.user_embeddings(tf.zeros([1, 1], tf.int32))  # creates the variables (an optimizer builds on them)
+
+    def item_rows(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """The item table's rows for ``item_ids``: with a built ``SparseAdam`` (``adam``), as
+        dense Adam has them at this step (its ``lookup``), so every read sees caught-up rows."""
+        optimizer = getattr(self, "optimizer", None)
+        if isinstance(optimizer, SparseAdam) and optimizer.built:
+            return optimizer.lookup(self.item_embedding.embeddings, item_ids)
+        return self.item_embedding(item_ids)
 
     def user_embeddings(self, history: tf.Tensor) -> tf.Tensor:
         """L2-normalised user vectors ``[batch, dim]`` for ``int [batch, maxlen]`` histories."""
         history = tf.cast(history, tf.int32)
-        return self.user_tower(self.item_embedding(history), tf.not_equal(history, 0))
+        return self.user_tower(self.item_rows(history), tf.not_equal(history, 0))
 
     def item_vectors(self, item_ids: tf.Tensor) -> tf.Tensor:
         """L2-normalised item vectors for ``item_ids``."""
-        return tf.math.l2_normalize(self.item_embedding(item_ids), axis=-1)
+        return tf.math.l2_normalize(self.item_rows(item_ids), axis=-1)
 
     def catalog_embeddings(self) -> np.ndarray:
         """``[num_items, dim]`` float32 vectors of items 1..num_items (row i is item i + 1)."""
@@ -186,6 +196,12 @@ class TwoTowerModel(tfrs.Model):
 
     def call(self, history: tf.Tensor) -> tf.Tensor:
         return self.user_embeddings(history)
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        if isinstance(self.optimizer, SparseAdam):  # its lookups need its per-row state from the first step on
+            with tf.init_scope():
+                self.optimizer.build(self.trainable_variables)
+        return super().train_step(inputs)
 
     def _global_batch(self, positives: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(global batch size, this replica's first row in it, the global batch's positives).

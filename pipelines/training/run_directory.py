@@ -70,7 +70,6 @@ def build_model(config: config_lib.RunConfig, dataset: PreparedDataset) -> TwoTo
         correction=config.negatives.correction,
         item_initializer=config.model.item_initializer,
     )
-    model.user_embeddings(tf.zeros([1, config.data.maxlen], tf.int32))  # create the variables
     return model
 
 
