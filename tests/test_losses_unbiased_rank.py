@@ -37,8 +37,8 @@ def estimate_sums(items, probability, kernel, masked=None):
     sums = {}
     for name, sampling in [("corrected", q), ("uncorrected", None)]:
         candidates = functional.prepare(ops, labels.astype(np.float32), logits.astype(np.float32), N, sampling)
-        log_rank = sampled_log_rank(candidates.gaps, candidates.negative_mask, phi, N,
-                                    candidates.num_negatives, candidates.log_weights)
+        log_rank = sampled_log_rank(candidates.gaps(ops, candidates.logits), candidates.weights, phi, N,
+                                    candidates.num_negatives)
         m = np.maximum(candidates.num_negatives.numpy().astype(np.float64), 1.0)
         sums[name] = np.exp(log_rank.numpy().astype(np.float64)) - N / m
     return sums

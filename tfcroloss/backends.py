@@ -41,8 +41,17 @@ def keras_ops() -> KerasOps:
     return _namespaces["keras"]
 
 
+def autodiff_only(forward: Any) -> Any:
+    """``custom_gradient`` that ignores the hand-written gradient: ``forward(x)`` returns
+    ``(outputs, gradient)``, this returns the outputs only, and autodiff differentiates them. Keras 3
+    uses it on every backend (the hand-written gradient is TensorFlow's alone); the tests use it
+    for autodiff's gradient of the same forward."""
+    return lambda x: forward(x)[0]
+
+
 class TensorFlowOps:
-    """The ``ops`` namespace over TensorFlow; input checks raise on eager values only."""
+    """The ``ops`` namespace over TensorFlow; input checks raise on eager values only;
+    ``custom_gradient`` is ``tf.custom_gradient`` (the losses' hand-written gradient)."""
 
     def __init__(self, tf: Any):
         self.tf = tf
@@ -53,6 +62,7 @@ class TensorFlowOps:
             "zeros_like": tf.zeros_like,
             "ones_like": tf.ones_like,
             "equal": tf.equal,
+            "not_equal": tf.not_equal,
             "log": tf.math.log,
             "exp": tf.math.exp,
             "expm1": tf.math.expm1,
@@ -65,6 +75,7 @@ class TensorFlowOps:
             "softplus": tf.math.softplus,
             "stop_gradient": tf.stop_gradient,
             "expand_dims": tf.expand_dims,
+            "custom_gradient": tf.custom_gradient,
         }.items():
             setattr(self, name, fn)
 
@@ -73,6 +84,9 @@ class TensorFlowOps:
 
     def sum(self, x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
         return self.tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+    def max(self, x: Any, axis: int | None = None) -> Any:
+        return self.tf.reduce_max(x, axis=axis)
 
     def any(self, x: Any, axis: int | None = None) -> Any:
         return self.tf.reduce_any(x, axis=axis)
@@ -116,6 +130,8 @@ class KerasOps:
 
     def dtype_name(self, x: Any) -> str:
         return self.keras.backend.standardize_dtype(x.dtype)
+
+    custom_gradient = staticmethod(autodiff_only)
 
     def static_shape(self, x: Any) -> tuple | None:
         return tuple(self._ops.shape(x))

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tfcroloss import backends, kernels, weightings
-from tfcroloss.rank import sampled_log_rank
+from tfcroloss.rank import log_counts, log_ratio
 
 # The family's defaults, written once: the functions' and both Keras flavours' signatures use them.
 ALPHA = 1.0
@@ -80,21 +80,28 @@ class Candidates:
     """One batch, prepared for the rank estimator (all ``[batch, candidates]`` unless noted).
 
     Attributes:
-      gaps: ``s_candidate - s_positive`` in the compute dtype.
-      negative_mask: True where a candidate counts as a negative.
-      num_negatives: ``[batch]``, the mask's row sums M.
+      logits: the logits in the compute dtype.
+      is_positive: True at each row's positive.
+      weights: how many times each candidate counts in the rank: 0 where it is not a negative
+        (the positive, masked candidates), 1 for uniform negatives, ``1 / (N q_j)`` with
+        sampling probabilities.
+      num_negatives: ``[batch]``, the number M of negatives per row.
       nan_rows: ``[batch]`` bool, rows with a NaN among their unmasked logits, or whose labels or
         sampling probabilities break the input contract.
-      log_weights: ``-log(N q_j)`` on negatives (0 elsewhere), or None for uniform sampling.
       input_dtype: the logits' dtype name.
     """
 
-    gaps: Any
-    negative_mask: Any
+    logits: Any
+    is_positive: Any
+    weights: Any
     num_negatives: Any
     nan_rows: Any
-    log_weights: Any
     input_dtype: str
+
+    def gaps(self, ops: Any, logits: Any) -> Any:
+        """``s_candidate - s_positive`` for ``logits`` (these candidates' logits, or a function of them)."""
+        positive_logit = ops.sum(ops.where(self.is_positive, logits, 0.0), axis=1)
+        return logits - positive_logit[:, None]
 
 
 def prepare(
@@ -105,7 +112,7 @@ def prepare(
     candidate_sampling_probability: Any = None,
     name: str = "cro_loss",
 ) -> Candidates:
-    """Checks the inputs and works out gaps, negatives and importance weights.
+    """Checks the inputs and works out positives, negatives and importance weights.
 
     A row may hold any number of candidates, the same item several times included (in-batch
     negatives are draws with replacement): eq. 24's ``N / M (1 + sum phi)`` is defined for any M.
@@ -120,26 +127,24 @@ def prepare(
     _check_shapes(ops, labels, logits, name)
 
     is_positive = ops.equal(labels, 1.0)
-    # `not <=` rather than `>`: a NaN logit stays a negative, so it reaches the loss.
-    negative_mask = ~is_positive & ~(logits <= MASKED_LOGIT)
-    num_negatives = ops.sum(ops.cast(negative_mask, compute_dtype), axis=1)
+    # `<=`, not `>`: a NaN logit is not masked, so it stays a negative and reaches the loss.
+    weights = ops.cast(~(is_positive | (logits <= MASKED_LOGIT)), compute_dtype)
+    num_negatives = ops.sum(weights, axis=1)
     # Rows that break the input contract: a ValueError on concrete (eager) values, a NaN row loss
-    # inside a traced step (``docs/losses.md``, "Input checks"). Any number of candidates is fine.
-    not_binary = ops.any(~ops.equal(labels * (1.0 - labels), 0.0), axis=1)
-    bad_labels = ~ops.equal(ops.sum(labels, axis=1), 1.0) | not_binary
+    # inside a traced step (``docs/losses.md``, "Input checks"). One nonzero label that is the row's
+    # largest and equals 1 is exactly "one 1 among 0s". Any number of candidates is fine.
+    nonzero = ops.sum(ops.cast(ops.not_equal(labels, 0.0), compute_dtype), axis=1)
+    bad_labels = ~(ops.equal(nonzero, 1.0) & ops.equal(ops.max(labels, axis=1), 1.0))
     ops.check(bad_labels, f"{name}: every row of y_true must hold exactly one 1 (the positive), 0 elsewhere")
     invalid_rows = bad_labels
-    log_weights = None
     if candidate_sampling_probability is not None:
-        log_weights, bad_probability = _log_importance_weights(
-            ops, candidate_sampling_probability, negative_mask, num_items, compute_dtype, name
+        importance, bad_probability = _importance_weights(
+            ops, candidate_sampling_probability, weights > 0, num_items, compute_dtype, name
         )
+        weights = weights * importance
         invalid_rows = invalid_rows | bad_probability
-
-    positive_logit = ops.sum(ops.where(is_positive, logits, ops.zeros_like(logits)), axis=1, keepdims=True)
-    gaps = logits - positive_logit
     nan_rows = ops.any(ops.isnan(logits), axis=1) | invalid_rows  # masked logits are never NaN
-    return Candidates(gaps, negative_mask, num_negatives, nan_rows, log_weights, input_dtype)
+    return Candidates(logits, is_positive, weights, num_negatives, nan_rows, input_dtype)
 
 
 def _check_shapes(ops: Any, labels: Any, logits: Any, name: str) -> None:
@@ -155,10 +160,10 @@ def _check_shapes(ops: Any, labels: Any, logits: Any, name: str) -> None:
         )
 
 
-def _log_importance_weights(
+def _importance_weights(
     ops: Any, probability: Any, negative_mask: Any, num_items: int, dtype: str, name: str
 ) -> tuple[Any, Any]:
-    """``-log(N q_j)`` on negatives, 0 elsewhere; and ``[batch]`` True where a negative has no
+    """``1 / (N q_j)`` on negatives, 1 elsewhere; and ``[batch]`` True where a negative has no
     q_j > 0 (such rows' losses are NaN)."""
     probability = ops.stop_gradient(ops.cast(ops.convert_to_tensor(probability), dtype))
     shape = ops.static_shape(probability)
@@ -175,8 +180,8 @@ def _log_importance_weights(
     bad_rows = ops.any(bad_probability, axis=1)
     ops.check(bad_rows, f"{name}: candidate_sampling_probability must be > 0 for every negative candidate")
     probability = ops.where(bad_probability, ops.ones_like(probability), probability)  # their rows are NaN
-    log_weights = -math.log(num_items) - ops.log(probability)
-    return ops.where(negative_mask, log_weights, ops.zeros_like(log_weights)), bad_rows
+    # exp(-log N - log q) rather than 1 / (N q): N q may underflow where q is tiny.
+    return ops.exp(-math.log(num_items) - ops.log(probability)), bad_rows
 
 
 def finish(ops: Any, candidates: Candidates, row_loss: Any) -> Any:
@@ -282,7 +287,8 @@ def cro_loss(
     ops = ops or backends.tensorflow_ops()
     phi = kernels.get(kernel, margin=arguments["margin"], ops=ops)
     candidates = prepare(ops, labels, logits, num_items, candidate_sampling_probability, "cro_loss")
-    log_rank = _log_rank(ops, candidates, phi, num_items)
+    (log_count,) = _log_counts(ops, candidates, [phi])
+    log_rank = log_ratio(num_items, candidates.num_negatives, ops) + log_count
     return finish(ops, candidates, _weighting(ops, arguments).value(log_rank))
 
 
@@ -316,9 +322,10 @@ def lambda_cro_loss(
     phi1 = kernels.get(weight_kernel, margin=arguments["margin"], ops=ops)
     phi2 = kernels.get(grad_kernel, margin=arguments["margin"], ops=ops)
     candidates = prepare(ops, labels, logits, num_items, candidate_sampling_probability, "lambda_cro_loss")
-    fixed = dataclasses.replace(candidates, gaps=ops.stop_gradient(candidates.gaps))
-    weight = ops.stop_gradient(_weighting(ops, arguments).derivative(_log_rank(ops, fixed, phi1, num_items)))
-    row_loss = weight * weightings.capped_exp(_log_rank(ops, candidates, phi2, num_items), ops)
+    grad_count, weight_count = _log_counts(ops, candidates, [phi2, phi1])
+    ratio = log_ratio(num_items, candidates.num_negatives, ops)
+    weight = ops.stop_gradient(_weighting(ops, arguments).derivative(ratio + ops.stop_gradient(weight_count)))
+    row_loss = weight * weightings.capped_exp(ratio + grad_count, ops)
     return finish(ops, candidates, row_loss)
 
 
@@ -326,11 +333,28 @@ def _weighting(ops: Any, arguments: dict[str, Any]) -> Any:
     return weightings.get(arguments["weighting"])(arguments["alpha"], arguments["num_items"], ops=ops)
 
 
-def _log_rank(ops: Any, candidates: Candidates, kernel: kernels.Kernel, num_items: int) -> Any:
-    return sampled_log_rank(
-        candidates.gaps, candidates.negative_mask, kernel, num_items,
-        candidates.num_negatives, candidates.log_weights, ops=ops,
-    )
+def _log_counts(ops: Any, candidates: Candidates, phis: list[kernels.Kernel]) -> list[Any]:
+    """``log(1 + sum_j w_j phi(gap_j))`` per row for each kernel (``rank.log_counts``), differentiable
+    in the logits through the first only: the callers hold the others under stop-gradient.
+
+    Where the first kernel's derivative is known, the gradient is written by hand
+    (``ops.custom_gradient``: TensorFlow's ``tf.custom_gradient``; autodiff on Keras 3): one pass
+    over the logits for the values, one for the gradient, with the positive's entry minus the row's
+    sum (``gap = s_j - s_positive``). ``docs/losses.md``, "The fused gradient".
+    """
+
+    def forward(logits: Any) -> tuple[list[Any], Callable[..., Any]]:
+        counts, gap_gradient = log_counts(candidates.gaps(ops, logits), candidates.weights, phis, ops)
+
+        def gradient(upstream: Any, *stopped: Any) -> Any:
+            d_gaps = gap_gradient(upstream)
+            return ops.where(candidates.is_positive, -ops.sum(d_gaps, axis=1, keepdims=True), d_gaps)
+
+        return counts, gradient
+
+    if phis[0].derivative is None:
+        return forward(candidates.logits)[0]
+    return ops.custom_gradient(forward)(candidates.logits)
 
 
 def saturate_float16(ops: Any, row_loss: Any) -> Any:

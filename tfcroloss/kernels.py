@@ -36,12 +36,19 @@ class Kernel:
       log_fn: log(phi(x)) where a stable closed form exists; the rank estimator
         then sums in log space (used by the exponential kernel).
       differentiable: False for the unit step, which may only weight gradients.
+      derivative: phi'(x) as ``derivative(x, value)`` from x and ``value = phi(x)``, for the
+        losses' hand-written gradient; None for callables (autodiff). With ``log_fn``, ``value``
+        may be phi(x) scaled by a positive per-row constant, and the result scales alike.
+      derivative_name: the kernel whose values are phi' (softplus: sigmoid), so a loss that
+        computes both reuses them.
     """
 
     name: str
     fn: KernelFn
     log_fn: KernelFn | None = None
     differentiable: bool = True
+    derivative: Callable[[Any, Any], Any] | None = None
+    derivative_name: str | None = None
 
     def __call__(self, x: Any) -> Any:
         return self.fn(x)
@@ -49,10 +56,18 @@ class Kernel:
 
 def _builders(ops: Any, margin: float) -> dict[str, Kernel]:
     return {
-        "sigmoid": Kernel("sigmoid", ops.sigmoid),
-        "softplus": Kernel("softplus", ops.softplus),
-        "exponential": Kernel("exponential", ops.exp, log_fn=lambda x: x),
-        "hinge": Kernel("hinge", lambda x: ops.relu(x + margin)),
+        "sigmoid": Kernel("sigmoid", ops.sigmoid, derivative=lambda x, value: value * (1.0 - value)),
+        "softplus": Kernel(
+            "softplus", ops.softplus, derivative=lambda x, value: ops.sigmoid(x), derivative_name="sigmoid"
+        ),
+        "exponential": Kernel(
+            "exponential", ops.exp, log_fn=lambda x: x, derivative=lambda x, value: value,
+            derivative_name="exponential",
+        ),
+        "hinge": Kernel(
+            "hinge", lambda x: ops.relu(x + margin),
+            derivative=lambda x, value: ops.cast(value > 0, ops.dtype_name(x)),
+        ),
         "unit_step": Kernel(
             "unit_step", lambda x: ops.cast(x >= 0, ops.dtype_name(x)), differentiable=False
         ),

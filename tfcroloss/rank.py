@@ -12,21 +12,22 @@ uniformly. With non-uniform negatives, negative ``j`` drawn with probability
 
     R = N / M + sum_j phi(s_j - s+) / (M q_j)
 
-which is eq. 24 again for ``q_j = 1 / N``. The caller passes the weights as
-``log_weights = -log(N q_j)``. Written once over an array namespace ``ops``
-(see ``tfcroloss.backends``): TensorFlow by default.
+which is eq. 24 again for ``q_j = 1 / N``. The caller passes each candidate's weight
+``w_j = 1 / (N q_j)`` (1 for uniform draws, 0 for what is not a negative). Written once over an
+array namespace ``ops`` (see ``tfcroloss.backends``): TensorFlow by default.
 
 >>> import tensorflow as tf
 >>> from tfcroloss import kernels
 >>> gaps = tf.constant([[0.0, -100.0, -100.0]])    # one tie, two clear losers
->>> valid = tf.constant([[True, True, True]])
->>> log_rank = sampled_log_rank(gaps, valid, kernels.get("unit_step"), num_items=30)
+>>> weights = tf.constant([[1.0, 1.0, 1.0]])      # three uniform negatives
+>>> log_rank = sampled_log_rank(gaps, weights, kernels.get("unit_step"), num_items=30)
 >>> round(float(tf.exp(log_rank)[0]), 4)   # 30 / 3 * (1 + 1)
 20.0
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tfcroloss import backends
@@ -35,25 +36,23 @@ from tfcroloss.kernels import Kernel
 
 def sampled_log_rank(
     gaps: Any,
-    negative_mask: Any,
+    weights: Any,
     kernel: Kernel,
     num_items: int,
     num_negatives: Any = None,
-    log_weights: Any = None,
     ops: Any = None,
 ) -> Any:
     """``log R`` per row.
 
     Args:
       gaps: ``[batch, candidates]`` float, ``s_candidate - s_positive``.
-      negative_mask: ``[batch, candidates]`` bool, True where the candidate is
-        a negative to count (not the positive, not masked out).
+      weights: ``[batch, candidates]`` float, how many times each candidate counts: 0 where it is
+        not a negative (the positive, masked candidates), 1 for a uniformly drawn negative (eq. 24),
+        ``1 / (N q_j)`` for one drawn with probability ``q_j``.
       kernel: the comparison kernel phi.
       num_items: catalog size N.
-      num_negatives: ``[batch]`` float, the mask's row sums M, if already known.
-      log_weights: ``[batch, candidates]`` float, ``-log(N q_j)``, each negative's
-        importance weight relative to uniform sampling; 0 where the mask is False.
-        None is uniform sampling (eq. 24).
+      num_negatives: ``[batch]`` float, the number M of negatives per row; by default the number
+        of nonzero weights.
       ops: the array namespace; TensorFlow when None.
 
     Returns:
@@ -61,23 +60,57 @@ def sampled_log_rank(
       (``M`` is taken as 1); the loss zeroes them.
     """
     ops = ops or backends.tensorflow_ops()
-    dtype = ops.dtype_name(gaps)
-    safe_gaps = ops.where(negative_mask, gaps, ops.zeros_like(gaps))  # finite kernel inputs, finite gradients
-    weights = ops.cast(negative_mask, dtype)
-    if kernel.log_fn is not None:
-        log_terms = kernel.log_fn(safe_gaps)
-        if log_weights is not None:
-            log_terms = log_terms + log_weights
-        log_terms = ops.where(negative_mask, log_terms, ops.full_like(gaps, -float("inf")))
-        log_terms = ops.concatenate([ops.zeros_like(log_terms[:, :1]), log_terms], axis=1)  # the "1 +"
-        log_count = ops.logsumexp(log_terms, axis=1)
-    else:
-        if num_negatives is None:
-            num_negatives = ops.sum(weights, axis=1)
-        if log_weights is not None:
-            weights = weights * ops.exp(log_weights)
-        log_count = ops.log1p(ops.sum(kernel.fn(safe_gaps) * weights, axis=1))
     if num_negatives is None:
-        num_negatives = ops.sum(weights, axis=1)
-    log_ratio = ops.log(ops.cast(num_items, dtype)) - ops.log(ops.maximum(num_negatives, 1.0))
-    return log_ratio + log_count
+        num_negatives = ops.sum(ops.cast(weights > 0, ops.dtype_name(weights)), axis=1)
+    (log_count,), _ = log_counts(gaps, weights, [kernel], ops)
+    return log_ratio(num_items, num_negatives, ops) + log_count
+
+
+def log_ratio(num_items: int, num_negatives: Any, ops: Any) -> Any:
+    """``log(N / M)`` per row, with M taken as 1 in rows without negatives."""
+    return ops.log(ops.cast(num_items, ops.dtype_name(num_negatives))) - ops.log(ops.maximum(num_negatives, 1.0))
+
+
+def log_counts(
+    gaps: Any, weights: Any, kernels: Sequence[Kernel], ops: Any
+) -> tuple[list[Any], Callable[[Any], Any] | None]:
+    """``log(1 + sum_j w_j phi(gap_j))`` per row for each kernel phi, one pass over the gaps each,
+    and the gradient of the first by hand.
+
+    Returns:
+      ``([batch] per kernel, gradient)``: ``gradient(upstream)`` is
+      ``d sum(upstream * counts[0]) / d gaps`` (``[batch, candidates]``, 0 off negatives), or None
+      where the first kernel has no derivative (a callable: autodiff then goes through the values,
+      whose masked gaps are set to 0 so that it stays finite).
+    """
+    if any(kernel.derivative is None and kernel.differentiable for kernel in kernels):
+        gaps = ops.where(weights > 0, gaps, ops.zeros_like(gaps))
+    counts, values, totals = [], [], []
+    for kernel in kernels:
+        if kernel.log_fn is None:
+            value = kernel.fn(gaps)
+            weighted_sum = ops.sum(weights * value, axis=1)
+            total = 1.0 + weighted_sum
+            counts.append(ops.log1p(weighted_sum))
+        else:  # phi = exp(log_fn), summed shifted by the row's largest term, as logsumexp does
+            log_terms = kernel.log_fn(gaps)
+            largest = ops.max(ops.where(weights > 0, log_terms, ops.full_like(log_terms, -float("inf"))), axis=1)
+            shift = ops.stop_gradient(ops.maximum(largest, 0.0))
+            value = ops.exp(log_terms - shift[:, None])  # phi / exp(shift)
+            total = ops.exp(-shift) + ops.sum(weights * value, axis=1)
+            counts.append(shift + ops.log(total))
+        values.append(value)
+        totals.append(total)
+    first = kernels[0]
+    if first.derivative is None:
+        return counts, None
+
+    def gradient(upstream: Any) -> Any:
+        # phi'(gap): another kernel's values where it is phi' (LambdaCROLoss's sigmoid beside a
+        # softplus), else from the gap and phi's own values.
+        shared = [v for k, v in zip(kernels[1:], values[1:], strict=True)
+                  if k.name == first.derivative_name and k.log_fn is None]
+        derivative = shared[0] if shared else first.derivative(gaps, values[0])
+        return weights * derivative * (upstream / totals[0])[:, None]
+
+    return counts, gradient
