@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from tfcroloss.pipelines.cli import positive_int
 from tfcroloss.pipelines.data import SPLIT_NAMES
 from tfcroloss.pipelines.retrieval import INDEX_KINDS
 from tfcroloss.pipelines.training import config as config_lib
-from tfcroloss.pipelines.training.tune import ALPHAS, KERNELS
+from tfcroloss.pipelines.training.tune import ALPHA_RANGE, KERNELS, RATE_SPREAD, SEEDS
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -35,14 +36,25 @@ def _overrides(pairs: list[str]) -> dict:
     return overrides
 
 
-def _floats(flag: str, text: str) -> list[float]:
+def _range(flag: str, text: str) -> tuple[float, float]:
+    """``LOW,HIGH``: two finite numbers, LOW < HIGH."""
     try:
-        values = [float(value) for value in text.split(",") if value.strip()]
+        values = [float(value) for value in text.split(",")]
     except ValueError:
-        raise config_lib.ConfigError(f"{flag} {text!r}: expected comma-separated numbers") from None
-    if not values:
-        raise config_lib.ConfigError(f"{flag} {text!r}: expected at least one number")
-    return values
+        values = []
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or not values[0] < values[1]:
+        raise config_lib.ConfigError(f"{flag} {text!r}: expected LOW,HIGH, two numbers with LOW < HIGH")
+    return values[0], values[1]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -102,16 +114,17 @@ def _tune(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.training import tune
 
     config = config_lib.load(args.config, _overrides(args.set))
+    alpha_range = _range("--alpha-range", args.alpha_range)
+    rate_range = _range("--lr-range", args.lr_range) if args.lr_range else None
     output = args.output or Path("runs") / f"tune-{Path(args.config).stem}-n{args.target_n}"
     report = tune.tune(
         config, args.target_n, output,
         num_items=int(read_metadata(config.data.path)["num_items"]),
         kernels=[kernel.strip() for kernel in args.kernels.split(",") if kernel.strip()],
-        alphas=_floats("--alphas", args.alphas),
-        learning_rates=_floats("--learning-rates", args.learning_rates) if args.learning_rates else None,
-        budget=args.budget, max_steps=args.max_steps, reuse_other_code=args.reuse_other_code,
+        alpha_range=alpha_range, rate_range=rate_range, budget=args.budget, budget_minutes=args.budget_minutes,
+        seeds=args.seeds, max_steps=args.max_steps, reuse_other_code=args.reuse_other_code,
     )
-    print(tune.tune_table(report))
+    print(tune.tune_markdown(report))
     print(f"recommended run config: {Path(output) / 'recommended.yaml'}")
     return 0
 
@@ -143,15 +156,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="rewrite tables, plots and claims from results.json without training")
     experiment.set_defaults(func=_experiment)
 
-    tune = subparsers.add_parser("tune", help="search kernel x alpha x learning rate for a target N on validation")
+    tune = subparsers.add_parser(
+        "tune", help="search loss, kernel, alpha and learning rate for a target N (Optuna, resumable); "
+        "report the gain over softmax CE with an interval")
     tune.add_argument("--config", required=True, help="YAML run config to start from")
     tune.add_argument("--target-n", type=positive_int, required=True, help="the N of Recall@N to tune for")
-    tune.add_argument("--output", type=Path, help="folder for runs and the recommendation "
+    tune.add_argument("--output", type=Path, help="folder for runs, tune.db and the report "
                       "(default runs/tune-<config name>-n<N>); reused to resume")
     tune.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated kernels (default: %(default)s)")
-    tune.add_argument("--alphas", default=",".join(f"{a:g}" for a in ALPHAS), help="comma-separated (default: %(default)s)")
-    tune.add_argument("--learning-rates", help="comma-separated (default: the config's)")
-    tune.add_argument("--budget", type=positive_int, default=12, help="at most this many runs, nearest the rule of thumb first "
+    tune.add_argument("--alpha-range", default=",".join(f"{a:g}" for a in ALPHA_RANGE), metavar="LOW,HIGH",
+                      help="alpha is searched in [LOW, HIGH] (default: %(default)s)")
+    tune.add_argument("--lr-range", metavar="LOW,HIGH", help="learning rate searched on a log scale in [LOW, HIGH] "
+                      f"(default: the config's rate / {RATE_SPREAD:g} to * {RATE_SPREAD:g})")
+    tune.add_argument("--budget", type=positive_int, default=12,
+                      help="CROLoss search runs (default: %(default)s); softmax CE gets a third of it, at least 2, "
+                      "and the seeds phase's runs come on top")
+    tune.add_argument("--budget-minutes", type=_positive_float,
+                      help="bound on the whole tune's training time, across resumes (default: none)")
+    tune.add_argument("--seeds", type=positive_int, default=SEEDS,
+                      help="seeds of the recommendation and of softmax CE; close candidates get them too "
                       "(default: %(default)s)")
     tune.add_argument("--max-steps", type=positive_int, help="cap each run's training.max_steps (early stopping still applies)")
     tune.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
