@@ -204,13 +204,13 @@ class PreparedDataset:
 
 def write_items(directory: Path, tokens: pa.Array | pa.ChunkedArray, counts: np.ndarray) -> None:
     """``items.parquet``: the token and training count of each item id (row 0: padding)."""
-    table = pa.table({"token": tokens, "count": pa.array(counts, pa.int64())})
+    table = pa.table({"token": tokens.cast(pa.string()), "count": pa.array(counts, pa.int64())})
     pq.write_table(table.combine_chunks(), directory / "items.parquet")
 
 
 def write_users(directory: Path, tokens: pa.Array | pa.ChunkedArray) -> None:
     """``users.parquet``: the token of each user index."""
-    pq.write_table(pa.table({"token": tokens}).combine_chunks(), directory / "users.parquet")
+    pq.write_table(pa.table({"token": tokens.cast(pa.string())}).combine_chunks(), directory / "users.parquet")
 
 
 def write_metadata(directory: Path, metadata: dict[str, Any]) -> None:

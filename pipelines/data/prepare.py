@@ -147,11 +147,7 @@ def prepare(
     rows, dropped["filtered_interactions"] = rows.keep(keep)
     del keep
     if rows.users.size == 0:
-        raise DataError(
-            f"no user left after filtering {log.num_interactions} interactions from "
-            f"{', '.join(log.sources)} (min_user_count={min_user}, min_item_count={min_item}, "
-            f"min_rating={config.min_rating}); lower the thresholds"
-        )
+        raise no_user_left(log.num_interactions, log.sources, config, presplit)
 
     by_popularity = _codes_by_popularity(rows.items, len(log.item_tokens))
     item_id_of_code = np.zeros(len(log.item_tokens), np.int32)
@@ -205,10 +201,7 @@ class _Rows:
 
 def _rating_mask(log: InteractionLog, min_rating: float) -> np.ndarray:
     if log.ratings is None:
-        raise DataError(
-            "min_rating needs a rating column; this format has none (name one with "
-            "--rating-column for csv/recbole input)"
-        )
+        raise DataError(NO_RATING_COLUMN)
     return log.ratings >= min_rating
 
 
@@ -244,10 +237,32 @@ class _UserSplit:
                 items=items[self.row_split == code] if members.size != num_users else items,
             )
         if splits["train"].num_users == 0:
-            raise DataError(
-                f"no training user: {num_users} users kept, train_fraction={config.train_fraction}"
-            )
+            raise no_training_user(num_users, config)
         return splits
+
+
+NO_RATING_COLUMN = (
+    "min_rating needs a rating column; this format has none (name one with --rating-column for csv/recbole input)"
+)
+
+
+def no_user_left(interactions: int, sources: list[str], config: PrepareConfig, presplit: bool) -> DataError:
+    min_user, min_item = config.min_counts(presplit)
+    return DataError(
+        f"no user left after filtering {interactions} interactions from {', '.join(sources)} "
+        f"(min_user_count={min_user}, min_item_count={min_item}, min_rating={config.min_rating}); "
+        "lower the thresholds"
+    )
+
+
+def no_training_user(num_users: int, config: PrepareConfig) -> DataError:
+    return DataError(f"no training user: {num_users} users kept, train_fraction={config.train_fraction}")
+
+
+def mixed_split_user(token: str, sources: list[str]) -> DataError:
+    return DataError(
+        f"user {token!r} appears in more than one of {', '.join(sources)}; a ComiRec split set must split by user"
+    )
 
 
 def settings(config: PrepareConfig, reader_settings: dict[str, Any] | None, presplit: bool) -> dict[str, Any]:
@@ -373,11 +388,7 @@ def _split_users(
             np.maximum.reduceat(row_split, starts) != np.minimum.reduceat(row_split, starts)
         )
         if mixed.size:
-            token = log.user_tokens[int(kept_user_codes[mixed[0]])].as_py()
-            raise DataError(
-                f"user {token!r} appears in more than one of {', '.join(log.sources)}; "
-                "a ComiRec split set must split by user"
-            )
+            raise mixed_split_user(log.user_tokens[int(kept_user_codes[mixed[0]])].as_py(), log.sources)
         return user_split
     keys = split_keys(log.user_tokens.take(pa.array(kept_user_codes)).to_pylist(), config.seed)
     permutation = np.argsort(keys, kind="stable")  # ties: by user index

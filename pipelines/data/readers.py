@@ -156,7 +156,37 @@ def _logical_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def read_log(
+@dataclasses.dataclass(frozen=True)
+class LogPlan:
+    """Where a log's files are and how their fields lie: what ``read_log`` reads, and what the
+    Spark engine reads the same way. ``delimiter`` is None for Parquet; ``header`` is ``"plain"``
+    or ``"recbole"`` for files whose first line names the fields, else the fields' names."""
+
+    paths: tuple[Path, ...]  # several: a train/valid/test set, in that order
+    columns: _Columns
+    delimiter: str | None
+    quote: bool
+    header: str | tuple[str, ...]
+    encoding: str
+
+    def names(self, index: int) -> list[str]:
+        """Every field name of file ``index``, checked to hold the wanted columns."""
+        source = _Source(self.paths[index], self.encoding)
+        if isinstance(self.header, str):
+            names = _header_names(source, self.delimiter, self.quote, recbole=self.header == "recbole")
+        else:
+            names = list(self.header)
+        missing = [name for name in self.columns.wanted if name not in names]
+        if missing:
+            hint = "; pass --time-column none for a log without timestamps" if self.columns.time in missing else ""
+            raise DataError(
+                f"{source.path}: missing column {', '.join(map(repr, missing))}; "
+                f"the file has: {', '.join(names)}{hint}"
+            )
+        return names
+
+
+def plan_log(
     fmt: str,
     path: str | os.PathLike[str],
     *,
@@ -166,8 +196,8 @@ def read_log(
     rating_column: str | None = None,
     delimiter: str | None = None,
     encoding: str = "utf-8",
-) -> InteractionLog:
-    """Read an interaction log of format ``fmt`` (one of ``FORMATS``) from ``path``.
+) -> LogPlan:
+    """How to read an interaction log of format ``fmt`` (one of ``FORMATS``) from ``path``.
 
     The column options apply to ``csv`` (and name the columns of a ``recbole`` header, whose
     ``:type`` suffixes are ignored); ``time_column=None`` reads a log without timestamps, in file
@@ -185,19 +215,35 @@ def read_log(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if fmt == "comirec":
-        return _read_comirec(path, encoding)
+        files = split_files(path, pattern="*.txt")
+        paths = tuple(files.values()) if files else (path,)
+        return LogPlan(paths, _Columns(*COMIREC_COLUMNS), ",", True, COMIREC_COLUMNS, encoding)
     if fmt == "movielens":
-        return _read_movielens(path, encoding)
+        return _plan_movielens(path, encoding)
     columns = _Columns(user_column, item_column, time_column, rating_column)
-    paths = list(split_files(path).values()) if path.is_dir() else [path]
-    sources = [_Source(p, encoding) for p in paths]
+    paths = tuple(split_files(path).values()) if path.is_dir() else (path,)
     if fmt == "recbole":
-        return _read_delimited(sources, columns, delimiter="\t", quote=False, header="recbole")
+        return LogPlan(paths, columns, "\t", False, "recbole", encoding)
     if _logical_suffix(path) == ".parquet":
-        return _read_parquet(path, columns)
+        return LogPlan(paths, columns, None, False, "plain", encoding)
     if delimiter is None:
-        delimiter = _sniff_delimiter(sources[0])
-    return _read_delimited(sources, columns, delimiter=delimiter, quote=True, header="plain")
+        delimiter = _sniff_delimiter(_Source(paths[0], encoding))
+    return LogPlan(paths, columns, delimiter, True, "plain", encoding)
+
+
+def read_log(fmt: str, path: str | os.PathLike[str], **options: str | None) -> InteractionLog:
+    """Read an interaction log of format ``fmt`` from ``path`` (options: ``plan_log``'s)."""
+    plan = plan_log(fmt, path, **options)
+    if plan.delimiter is None:
+        return _read_parquet(plan.paths[0], plan.columns)
+    if plan.delimiter == "::":
+        # MovieLens ratings.dat: '::' is not a single-character delimiter for pyarrow: rewrite it
+        # as a tab in memory (MovieLens ids are numbers, so no field holds a tab).
+        with _open_decompressed(plan.paths[0]) as stream:
+            data = stream.read().replace(b"::", b"\t")
+        source = _Source(plan.paths[0], plan.encoding, data)
+        return _read_delimited([source], dataclasses.replace(plan, delimiter="\t"))
+    return _read_delimited([_Source(p, plan.encoding) for p in plan.paths], plan)
 
 
 def _sniff_delimiter(source: _Source) -> str:
@@ -251,14 +297,7 @@ def _split_of(path: Path) -> str | None:
     return next((name for name in SPLIT_NAMES if stem == name or stem.endswith("_" + name)), None)
 
 
-def _read_comirec(path: Path, encoding: str) -> InteractionLog:
-    columns = _Columns(*COMIREC_COLUMNS)
-    files = split_files(path, pattern="*.txt")
-    sources = [_Source(p, encoding) for p in (files.values() if files else [path])]
-    return _read_delimited(sources, columns, delimiter=",", quote=True, header=COMIREC_COLUMNS)
-
-
-def _read_movielens(path: Path, encoding: str) -> InteractionLog:
+def _plan_movielens(path: Path, encoding: str) -> LogPlan:
     if path.is_dir():
         found = [path / name for name in MOVIELENS_FILES if (path / name).is_file()]
         if not found:
@@ -268,46 +307,23 @@ def _read_movielens(path: Path, encoding: str) -> InteractionLog:
     names = ("user_id", "item_id", "rating", "timestamp")
     name = path.name.lower()
     if name.startswith("ratings.csv"):
-        columns = _Columns("userId", "movieId", "timestamp", "rating")
-        return _read_delimited([_Source(path, encoding)], columns, delimiter=",", quote=True, header="plain")
+        return LogPlan((path,), _Columns("userId", "movieId", "timestamp", "rating"), ",", True, "plain", encoding)
     if name.startswith("ratings.dat"):
-        # '::' is not a single-character delimiter: rewrite it as a tab in memory (MovieLens ids
-        # are numbers, so no field holds a tab).
-        with _open_decompressed(path) as stream:
-            data = stream.read().replace(b"::", b"\t")
-        return _read_delimited([_Source(path, encoding, data)], columns, delimiter="\t", quote=False, header=names)
+        return LogPlan((path,), columns, "::", False, names, encoding)
     if name.startswith("u.data"):
-        return _read_delimited([_Source(path, encoding)], columns, delimiter="\t", quote=False, header=names)
+        return LogPlan((path,), columns, "\t", False, names, encoding)
     raise DataError(
         f"{path}: not a MovieLens ratings file; allowed names: {', '.join(MOVIELENS_FILES)}"
     )
 
 
-def _read_delimited(
-    sources: Sequence[_Source],
-    columns: _Columns,
-    *,
-    delimiter: str,
-    quote: bool,
-    header: str | Sequence[str],
-) -> InteractionLog:
-    """Read delimited files. ``header`` is a tuple of column names for headerless files, or
-    ``"plain"``/``"recbole"`` for files whose first line names the columns."""
+def _read_delimited(sources: Sequence[_Source], plan: LogPlan) -> InteractionLog:
+    """Read the delimited files of ``plan`` (``sources``: their bytes)."""
+    columns, delimiter, quote = plan.columns, plan.delimiter, plan.quote
+    skip_rows = 1 if isinstance(plan.header, str) else 0
     tables, layouts = [], []
     for index, source in enumerate(sources):
-        skip_rows = 0
-        if isinstance(header, str):
-            names = _header_names(source, delimiter, quote, recbole=header == "recbole")
-            skip_rows = 1
-        else:
-            names = list(header)
-        missing = [name for name in columns.wanted if name not in names]
-        if missing:
-            hint = "; pass --time-column none for a log without timestamps" if columns.time in missing else ""
-            raise DataError(
-                f"{source.path}: missing column {', '.join(map(repr, missing))}; "
-                f"the file has: {', '.join(names)}{hint}"
-            )
+        names = plan.names(index)
         types = {columns.user: _TOKEN, columns.item: _TOKEN}
         types.update({name: pa.float64() for name in columns.numeric})
         try:

@@ -1,0 +1,127 @@
+"""``prepare --engine spark`` writes the NumPy engine's prepared data set byte for byte.
+
+One ``local[2]`` SparkSession serves the module (Spark starts in tens of seconds); input files
+are split in many small partitions, so positions run across partitions as on a large log.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tfcroloss.pipelines.data import DataError
+from tfcroloss.pipelines.data.prepare import PrepareConfig, prepare_file
+from tfcroloss.pipelines.data.synthetic import write_synthetic
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None:
+    pytest.skip("no Java for Spark", allow_module_level=True)
+
+from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session  # noqa: E402
+
+# Ties in popularity and in time, a repeated row, users and items filtered out (as in
+# test_prepare's worked example), and one more user who keeps her rows.
+EXAMPLE = """\
+alice,x,3
+alice,y,1
+alice,z,2
+alice,y,1
+alice,w,2
+bob,x,5
+bob,y,6
+bob,q,7
+carol,x,1
+carol,w,1
+dave,x,9
+erin,w,4
+erin,y,4
+erin,x,4
+"""
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = spark_session(
+        "local[2]",
+        {
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "3",
+            "spark.sql.files.maxPartitionBytes": "2048",
+            "spark.sql.files.openCostInBytes": "0",
+            "spark.driver.memory": "1g",
+        },
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def files_of(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def assert_same(spark, tmp_path, fmt, source, config, **options):
+    expected = prepare_file(fmt, source, tmp_path / "numpy", config=config, **options)
+    metadata = prepare_spark(spark, fmt, source, tmp_path / "spark", config=config, **options)
+    numpy_files, spark_files = files_of(tmp_path / "numpy"), files_of(tmp_path / "spark")
+    assert sorted(spark_files) == sorted(numpy_files)
+    for name, data in numpy_files.items():
+        assert spark_files[name] == data, name
+    assert metadata == expected.metadata
+    return expected
+
+
+def test_ties_duplicates_and_filtered_users_and_items(spark, tmp_path):
+    (tmp_path / "log.txt").write_text(EXAMPLE)
+    config = PrepareConfig(min_user_count=3, min_item_count=2, users_per_shard=1, train_fraction=0.5)
+    dataset = assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt", config)
+    assert dataset.metadata["dropped"]["duplicates"] == 1 and dataset.metadata["dropped"]["items"] == 2
+
+
+def test_a_compressed_synthetic_log_iteratively_filtered(spark, tmp_path):
+    write_synthetic(tmp_path / "log.txt", "tiny", seed=2)
+    with open(tmp_path / "log.txt", "rb") as plain, gzip.open(tmp_path / "log.txt.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    config = PrepareConfig(min_user_count=6, min_item_count=6, iterative_filter=True, users_per_shard=16)
+    dataset = assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt.gz", config)
+    assert len(dataset.train.shards) == 0  # in memory; on disk: several shards per split
+    assert len(list((tmp_path / "spark" / "train").glob("*.parquet"))) > 2
+
+
+def test_csv_without_timestamps_keeping_duplicates_and_a_split_set(spark, tmp_path):
+    lines = ["user;item"] + [f"u{(7 * i) % 13};i{(5 * i) % 9}" for i in range(120)] + ["u1;i1", "u1;i1"]
+    (tmp_path / "log.csv").write_text("\n".join(lines) + "\n")
+    config = PrepareConfig(min_user_count=2, min_item_count=2, drop_duplicates=False, users_per_shard=4)
+    assert_same(spark, tmp_path / "a", "csv", tmp_path / "log.csv", config,
+                user_column="user", item_column="item", time_column=None)
+    (tmp_path / "b_train.txt").write_text("u1,i1,0\nu1,i2,1\nu4,i2,3\nu4,i1,3\n")
+    (tmp_path / "b_valid.txt").write_text("u2,i2,0\n")
+    (tmp_path / "b_test.txt").write_text("u3,i1,0\nu3,i3,1\n")
+    assert_same(spark, tmp_path / "c", "comirec", tmp_path / "b_train.txt", PrepareConfig())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("u1,i1,1\nu2,i2,nan\n", "log.txt, record of user_id 'u2': field 'time_stamp' must be a finite number, got 'nan'"),
+        ("u1,i1,1\nu2,i2,soon\n", "log.txt, record of user_id 'u2': field 'time_stamp' must be a number, got 'soon'"),
+        ("u1,i1,1\nu2,i2,3,4\n", r"log.txt, record 'u2,i2,3,4': expected 3 fields \(user_id, item_id, time_stamp\)"),
+        ("u1,,1\n", "log.txt, record of user_id 'u1': field 'item_id' must be a non-empty id"),
+    ],
+)
+def test_bad_records_are_named(spark, tmp_path, content, message):
+    (tmp_path / "log.txt").write_text(content)
+    with pytest.raises(DataError, match=message):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_compression_spark_cannot_read_is_named(spark, tmp_path):
+    with lzma.open(tmp_path / "log.txt.xz", "wt") as out:
+        out.write(EXAMPLE)
+    with pytest.raises(DataError, match=r"log.txt.xz: xz-compressed; --engine spark reads gzip named \*.gz"):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt.xz", tmp_path / "out")
