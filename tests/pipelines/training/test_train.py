@@ -57,6 +57,45 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+class _FinalItemTable(tf.keras.callbacks.Callback):
+    """The item table when training ends (after the last validation has caught every row up)."""
+
+    def on_train_end(self, logs=None):
+        self.table = self.model.item_embedding.embeddings.numpy()
+
+
+def _final_item_table(config, run_dir) -> np.ndarray:
+    final = _FinalItemTable()
+    train(config, run_dir, verbose=0, callbacks=[final])
+    return final.table
+
+
+def test_adam_ends_where_dense_adam_ends(tiny_dataset, tmp_path):
+    tables = {
+        name: _final_item_table(
+            tiny_config(tiny_dataset, training={"max_steps": 300, "eval_every": 150, "patience": 10, "optimizer": name}),
+            tmp_path / name,
+        )
+        for name in ("adam", "dense_adam", "lazy_adam")
+    }
+    scale = np.abs(tables["dense_adam"]).max()
+    assert np.abs(tables["adam"] - tables["dense_adam"]).max() < 1e-5 * scale
+    assert np.abs(tables["lazy_adam"] - tables["dense_adam"]).max() > 0.05 * scale  # the check can fail
+
+
+def test_an_old_dense_adam_run_resumes_under_adam(tiny_dataset, tmp_path):
+    """A run directory from before adam became SparseAdam: config ``adam``, tf-keras Adam's slots."""
+    def config(optimizer, steps):
+        return tiny_config(tiny_dataset, training={"max_steps": steps, "eval_every": 20, "patience": 10,
+                                                   "optimizer": optimizer})
+
+    straight = _final_item_table(config("dense_adam", 60), tmp_path / "straight")
+    train(config("dense_adam", 20), tmp_path / "old", verbose=0)
+    (tmp_path / "old" / "config.yaml").write_text(config("adam", 20).to_yaml())
+    resumed = _final_item_table(config("adam", 60), tmp_path / "old")
+    np.testing.assert_allclose(resumed, straight, rtol=0, atol=1e-5 * np.abs(straight).max())
+
+
 def test_resumes_after_sigkill(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
     config = tiny_config(
