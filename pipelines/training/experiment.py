@@ -12,8 +12,11 @@ Finished runs are kept and skipped when the experiment is run again, so an inter
 experiment resumes. Each run directory records the code that made it (``code.json``, from
 ``pipelines.provenance``); a finished run made by other code is refused unless
 ``reuse_other_code`` says to reuse it, and then the report says so. Progress and an ETA are
-printed per run. The file format is in ``experiment_spec``, the tables, plots and claims in
-``report``.
+printed per run. Every run keeps its per-user test and validation Recall@N
+(``evaluate.write_per_user``; added to finished runs that lack it), and the experiment's
+``per_user_test.npz`` gathers the test ones, so that the claims compare losses with paired
+intervals over users and seeds. The file format is in ``experiment_spec``, the tables, plots
+and claims in ``report``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ import numpy as np
 from tfcroloss.pipelines.files import atomic_write_text
 from tfcroloss.pipelines.provenance import code_identity, provenance
 from tfcroloss.pipelines.training import config as config_lib
+from tfcroloss.pipelines.training.evaluate import PER_USER_FILE, read_per_user, write_per_user
 from tfcroloss.pipelines.training.experiment_spec import Experiment, family, variant_config
 from tfcroloss.pipelines.training.report import read_results, write_report
 from tfcroloss.pipelines.training.run_directory import METRICS_FILE
@@ -72,8 +77,9 @@ def run_directory(root: Path, label: str, config: config_lib.RunConfig) -> Path:
 
 
 def train_or_reuse(config: config_lib.RunConfig, run_dir: Path, *, code: dict[str, Any], reuse_other_code: bool,
-                   progress: Progress | None = None, what: str = "") -> dict[str, Any]:
-    """The run's metrics: cached when ``run_dir`` holds a finished run of this code, else trained.
+                   progress: Progress | None = None, what: str = "", callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """The run's metrics: cached when ``run_dir`` holds a finished run of this code, else trained
+    (with the extra Keras ``callbacks``); either way the run keeps its per-user metrics.
 
     A finished run whose ``code.json`` names other training code (or has none) raises
     ``ForeignRunError`` unless ``reuse_other_code``; then it is reused with a warning and its
@@ -92,26 +98,46 @@ def train_or_reuse(config: config_lib.RunConfig, run_dir: Path, *, code: dict[st
                 )
             print(f"warning: reusing {run_dir}, made by {where}", file=sys.stderr, flush=True)
             result["code"] = made_by or "unknown"
+        if not (run_dir / PER_USER_FILE).exists():
+            write_per_user(run_dir)
         if progress is not None:
             progress.finish(None)
         return result
     started = progress.start(what) if progress is not None else None
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CODE_FILE, json.dumps(code, indent=2) + "\n")
-    result = train(config, run_dir, verbose=0)
+    result = train(config, run_dir, verbose=0, callbacks=callbacks)
+    write_per_user(run_dir)
     if progress is not None:
         progress.finish(started)
     return result
 
 
-def _run(experiment: Experiment, label: str, learning_rate: float, seed: int, progress: Progress | None = None,
-         reuse_other_code: bool = False, code: dict[str, Any] | None = None) -> dict[str, Any]:
+def _run_config(experiment: Experiment, label: str, learning_rate: float, seed: int) -> config_lib.RunConfig:
     config = variant_config(experiment.base, experiment.variants[label], experiment.overrides, source=label)
     config.training.learning_rate, config.training.seed = learning_rate, seed
-    config = config_lib.from_dict(config.to_dict(), source=label)
+    return config_lib.from_dict(config.to_dict(), source=label)
+
+
+def _run(experiment: Experiment, label: str, learning_rate: float, seed: int, progress: Progress | None = None,
+         reuse_other_code: bool = False, code: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = _run_config(experiment, label, learning_rate, seed)
     run_dir = run_directory(experiment.output, label, config)
     return train_or_reuse(config, run_dir, code=code or code_identity(), reuse_other_code=reuse_other_code,
                           progress=progress, what=f"== {label}  lr={learning_rate:g}  seed={seed}")
+
+
+def per_user_test_recall(experiment: Experiment, rates: dict[str, float], seeds: dict[str, list[int]]
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    """``{label: {"recall@N": [seeds, users]}}``: the per-user test Recall@N of each variant's
+    finished seeds (at its chosen rate), read from the run directories."""
+    gathered: dict[str, dict[str, np.ndarray]] = {}
+    for label, done in seeds.items():
+        runs = [read_per_user(run_directory(experiment.output, label, _run_config(experiment, label, rates[label], s)))
+                for s in done]
+        metrics = sorted(k.split("/", 1)[1] for k in runs[0] if k.startswith("test/recall@"))
+        gathered[label] = {m: np.stack([run[f"test/{m}"] for run in runs]) for m in metrics}
+    return gathered
 
 
 def _reference(experiment: Experiment, label: str) -> str:
@@ -151,7 +177,9 @@ def run(experiment: Experiment, *, reuse_other_code: bool = False) -> dict[str, 
     def report() -> None:
         results = {label: _summary(experiment, label, rates[label], references[label], tuning[label], runs[label])
                    for label in experiment.variants if label in rates}
-        write_report(experiment, results, provenance={**provenance(), **code})
+        per_user = per_user_test_recall(experiment, rates, {label: [s for s in experiment.seeds if s in runs[label]]
+                                                     for label in results})
+        write_report(experiment, results, provenance={**provenance(), **code}, per_user=per_user)
 
     # 1. the learning-rate searches (seed 1); 2. every other variant's seed 1; 3. the other seeds,
     # seed by seed: an interrupted experiment has the widest picture it could have.

@@ -3,6 +3,11 @@ plots, and the paper's claims checked on the results.
 
 ``results`` maps each variant's label to its summary (``experiment.run``): the loss section,
 the chosen learning rate, the search, and test ``mean``/``std`` of ``recall@N`` etc. over seeds.
+``per_user`` maps each label to its per-user test ``recall@N`` (``[seeds, users]``, kept in the
+output's ``per_user_test.npz``): a claim that one loss beats another rests on the paired bootstrap
+interval of the two (``intervals``), and a difference whose interval holds zero is a tie.
+Results made before per-user metrics were kept have no ``per_user_test.npz``: their claims say so
+instead of deciding.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from tfcroloss.pipelines.files import atomic_file, atomic_write_text
+from tfcroloss.pipelines.training.intervals import Interval, paired_bootstrap
+
+PER_USER_FILE = "per_user_test.npz"
+_KEY = "::"  # per_user_test.npz keys: "<label>::recall@N"
 
 if TYPE_CHECKING:
     from tfcroloss.pipelines.training.experiment_spec import Experiment
@@ -49,12 +60,37 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
-def write_report(experiment: Experiment, results: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
-    """results.json (results and provenance), recall/ndcg tables (markdown and CSV) and Recall@N
-    plots under ``output``; without ``provenance`` the one in results.json is kept."""
+def write_test_per_user(path: Path, per_user: dict[str, dict[str, np.ndarray]]) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as file:
+        np.savez_compressed(file, **{f"{label}{_KEY}{metric}": values.astype(np.float32)
+                                     for label, metrics in per_user.items() for metric, values in metrics.items()})
+
+
+def read_test_per_user(path: str | Path) -> dict[str, dict[str, np.ndarray]] | None:
+    """An experiment's per-user test metrics (``write_test_per_user``), or None where it has none."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    per_user: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            label, metric = key.rsplit(_KEY, 1)
+            per_user.setdefault(label, {})[metric] = data[key]
+    return per_user
+
+
+def write_report(experiment: Experiment, results: dict[str, Any], provenance: dict[str, Any] | None = None,
+                 per_user: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+    """results.json (results and provenance), per_user_test.npz, recall/ndcg tables (markdown and CSV),
+    claims and Recall@N plots under ``output``; without ``provenance`` the one in results.json is
+    kept, without ``per_user`` the output's per_user_test.npz (if any)."""
     out = experiment.output
     if provenance is None and (out / "results.json").exists():
         provenance = read_results(out / "results.json")[1]
+    if per_user is None:
+        per_user = read_test_per_user(out / PER_USER_FILE)
+    else:
+        write_test_per_user(out / PER_USER_FILE, per_user)
     atomic_write_text(out / "results.json", json.dumps({"provenance": provenance, "variants": results}, indent=2) + "\n")
     for metric in ("recall", "hit_rate", "ndcg"):
         header, rows = table_rows(results, metric)
@@ -62,7 +98,7 @@ def write_report(experiment: Experiment, results: dict[str, Any], provenance: di
         buffer = io.StringIO()
         csv.writer(buffer).writerows([header] + rows)
         atomic_write_text(out / f"{metric}.csv", buffer.getvalue())
-    atomic_write_text(out / "claims.md", claims_markdown(results))
+    atomic_write_text(out / "claims.md", claims_markdown(results, per_user))
     seeds = f"mean of {len(experiment.seeds)} seeds"
     plot_recall(results, out / "recall_at_n.png", title=f"Recall@N by loss, {seeds}")
     for kernel in sorted({r["loss"].get("kernel") for r in results.values()} - {None}):
@@ -119,46 +155,66 @@ def _selected_for_n(results: dict[str, Any], n: int) -> str | None:
     return max(chosen)[1] if chosen else None
 
 
-def _gap(ours: dict[str, Any], theirs: dict[str, Any], n: int) -> tuple[float, float]:
-    """Mean test Recall@n of ``ours`` minus ``theirs``, and the larger of their seed stds."""
+def _paired(per_user: dict[str, dict[str, np.ndarray]] | None, ours: str, theirs: str, n: int) -> Interval | None:
+    """The paired interval of ``ours`` minus ``theirs`` on per-user test Recall@n, None without the data."""
     metric = f"recall@{n}"
-    return ours["mean"][metric] - theirs["mean"][metric], max(ours["std"][metric], theirs["std"][metric])
+    if per_user is None or metric not in per_user.get(ours, {}) or metric not in per_user.get(theirs, {}):
+        return None
+    return paired_bootstrap(per_user[ours][metric], per_user[theirs][metric])
 
 
 def _holds(flag: bool) -> str:
     return "holds" if flag else "does NOT hold"
 
 
-def claims_markdown(results: dict[str, Any]) -> str:
-    """Checks the paper's claims on mean test Recall@N, one line per claim and N."""
+def _decided(intervals: list[Interval | None]) -> str:
+    """A claim that each comparison is a gain: holds when every interval is above zero, does NOT
+    hold when one is below, else a tie; each interval shown (relative gain, 95%)."""
+    if any(interval is None for interval in intervals):
+        return "not claimed: no per-user metrics (results made before they were kept)"
+    verdicts = [interval.verdict() for interval in intervals]
+    shown = "; ".join(f"{interval.describe()} over {interval.users} users, {interval.seeds[0]} vs "
+                      f"{interval.seeds[1]} seeds" for interval in intervals)
+    if "worse" in verdicts:
+        verdict = "does NOT hold"
+    elif "tie" in verdicts:
+        verdict = "tie (the paired interval holds zero: cannot be told apart)"
+    else:
+        verdict = "holds"
+    return f"{verdict} ({shown})"
+
+
+def claims_markdown(results: dict[str, Any], per_user: dict[str, dict[str, np.ndarray]] | None = None) -> str:
+    """Checks the paper's claims on test Recall@N, one line per claim and N: means over seeds, and
+    for "A beats B" the paired bootstrap interval over users and seeds (``per_user``)."""
     ns = _ns(results)
-    lines = ["## The paper's claims on this data (mean test Recall@N over seeds)", ""]
+    lines = ["## The paper's claims on this data (mean test Recall@N over seeds; A beats B when the 95% paired "
+             "bootstrap interval of A / B - 1 over users and seeds is above zero)", ""]
     softmax = {n: _best(results, "softmax", n) for n in ns}
     for n in ns:
         best, ce = _best(results, "croloss", n), softmax[n]
         if best and ce:
             lines.append(f"- Recall@{n}: best CROLoss ({best[0]}: {100 * best[1]:.2f}) >= softmax cross-entropy "
-                         f"({100 * ce[1]:.2f}): {_holds(best[1] >= ce[1])}")
+                         f"({100 * ce[1]:.2f}): {_decided([_paired(per_user, best[0], ce[0], n)])}")
     for n in ns:
         lam, plain = _best(results, "lambda_croloss", n), _best(results, "croloss", n)
         if lam and plain:
             lines.append(f"- Recall@{n}: best Lambda ({lam[0]}: {100 * lam[1]:.2f}) >= best plain CROLoss "
-                         f"({100 * plain[1]:.2f}): {_holds(lam[1] >= plain[1])}")
+                         f"({100 * plain[1]:.2f}): {_decided([_paired(per_user, lam[0], plain[0], n)])}")
     base = next((label for label, r in results.items() if r["loss"]["name"] == "softmax"), None)
     chosen = _selected_on_validation(results, "croloss")
     if chosen and base:
         for n in ns:
-            gap, noise = _gap(results[chosen], results[base], n)
+            gap = results[chosen]["mean"][f"recall@{n}"] - results[base]["mean"][f"recall@{n}"]
             lines.append(f"- Recall@{n}: CROLoss chosen on validation ({chosen}) minus softmax cross-entropy: "
-                         f"{100 * gap:+.2f} points (larger seed std {100 * noise:.2f})")
+                         f"{100 * gap:+.2f} points: {_decided([_paired(per_user, chosen, base, n)])}")
     for n in ns:
         picked = _selected_for_n(results, n)
         if picked is None or base is None:
             continue
-        gap, noise = _gap(results[picked], results[base], n)
+        gap = results[picked]["mean"][f"recall@{n}"] - results[base]["mean"][f"recall@{n}"]
         lines.append(f"- Recall@{n}: CROLoss (plain or Lambda) chosen on validation Recall@{n} ({picked}) minus "
-                     f"softmax cross-entropy: {100 * gap:+.2f} points (larger seed std {100 * noise:.2f}): "
-                     f"{_holds(gap >= 0)}")
+                     f"softmax cross-entropy: {100 * gap:+.2f} points: {_decided([_paired(per_user, picked, base, n)])}")
     kernels = sorted({r["loss"].get("kernel") for r in results.values() if r["loss"]["name"] == "croloss"} - {None})
     for kernel in kernels:
         same = {r["loss"]["alpha"]: r for r in results.values()
@@ -168,10 +224,11 @@ def claims_markdown(results: dict[str, Any]) -> str:
         best_alpha = [max(same, key=lambda a, n=n: same[a]["mean"][f"recall@{n}"]) for n in ns]
         monotone = all(a >= b for a, b in zip(best_alpha, best_alpha[1:], strict=False))
         pairs = ", ".join(f"N={n}: {a:g}" for n, a in zip(ns, best_alpha, strict=True))
-        lines.append(f"- {kernel}: best alpha per N ({pairs}); larger alpha for smaller N: {_holds(monotone)}")
+        lines.append(f"- {kernel}: best alpha per N by mean ({pairs}); larger alpha for smaller N: {_holds(monotone)}")
     for n in ns:
         ce, bpr, triplet = softmax[n], _best(results, "bpr", n), _best(results, "triplet", n)
         if ce and bpr and triplet:
+            steps = [_paired(per_user, ce[0], bpr[0], n), _paired(per_user, bpr[0], triplet[0], n)]
             lines.append(f"- Recall@{n}: cross-entropy ({100 * ce[1]:.2f}) > BPR ({100 * bpr[1]:.2f}) > triplet "
-                         f"({100 * triplet[1]:.2f}): {_holds(ce[1] > bpr[1] > triplet[1])}")
+                         f"({100 * triplet[1]:.2f}): {_decided(steps)}")
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -9,6 +10,7 @@ from tests.conftest import tiny_config
 from tfcroloss.pipelines import provenance
 from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import experiment, experiment_spec, report
+from tfcroloss.pipelines.training.evaluate import read_per_user
 
 
 @pytest.fixture(autouse=True)
@@ -159,3 +161,38 @@ def test_bad_variants_rates_and_seeds_fail_at_load(spec_file):
         spec_file.write_text(yaml.safe_dump({**spec, key: value}, sort_keys=False))
         with pytest.raises(config_lib.ConfigError, match=problem):
             experiment_spec.load(spec_file)
+
+
+def test_claims_rest_on_paired_intervals_and_old_results_are_not_claimed():
+    def result(name, recall, **loss):
+        return {"loss": {"name": name, **loss}, "mean": {"recall@10": recall}, "std": {"recall@10": 0.0},
+                "tuning": {"0.01": recall}, "validation": {"recall@10": recall}}
+
+    results = {"softmax": result("softmax", 0.20), "cro": result("croloss", 0.30, kernel="sigmoid", alpha=1.0),
+               "bpr": result("bpr", 0.199), "triplet": result("triplet", 0.10)}
+    users = np.random.default_rng(0).uniform(0, 0.4, size=(2, 300))
+    per_user = {"softmax": {"recall@10": users}, "cro": {"recall@10": users + 0.1},
+                "bpr": {"recall@10": users[::-1] - 0.001}, "triplet": {"recall@10": users - 0.1}}
+    lines = report.claims_markdown(results, per_user).splitlines()
+    beats = next(line for line in lines if "best CROLoss" in line)
+    assert ": holds (+" in beats and "over 300 users, 2 vs 2 seeds" in beats
+    chain = next(line for line in lines if "cross-entropy (20.00) > BPR" in line)
+    assert "tie (the paired interval holds zero" in chain  # softmax vs BPR: the seeds swapped, 0.001 apart
+    old = report.claims_markdown(results).splitlines()
+    assert "not claimed: no per-user metrics" in next(line for line in old if "best CROLoss" in line)
+
+
+def test_experiment_keeps_per_user_metrics_for_its_claims(spec_file):
+    spec = experiment_spec.load(spec_file)
+    spec.variants = {label: spec.variants[label] for label in ("softmax", "croloss kernel=sigmoid alpha=0.6")}
+    spec.learning_rates, spec.seeds = [0.05], [1, 2]
+    experiment.run(spec)
+    per_user = report.read_test_per_user(spec.output / report.PER_USER_FILE)
+    assert per_user["softmax"]["recall@10"].shape[0] == 2  # seeds
+    run_dirs = sorted((spec.output / "runs" / "softmax").iterdir())
+    kept = read_per_user(run_dirs[0])
+    seed = int(run_dirs[0].name.split("seed")[1].split("-")[0])
+    assert np.allclose(per_user["softmax"]["recall@10"][seed - 1], kept["test/recall@10"])
+    means = json.loads((run_dirs[0] / "metrics.json").read_text())
+    assert kept["test/recall@10"].mean() == pytest.approx(means["test"]["recall@10"], abs=1e-6)
+    assert "over " in (spec.output / "claims.md").read_text()
