@@ -127,8 +127,9 @@ def prepare(
     _check_shapes(ops, labels, logits, name)
 
     is_positive = ops.equal(labels, 1.0)
-    # `<=`, not `>`: a NaN logit is not masked, so it stays a negative and reaches the loss.
-    weights = ops.cast(~(is_positive | (logits <= MASKED_LOGIT)), compute_dtype)
+    # 1 - labels is 1 on negatives wherever the labels are valid (the other rows are NaN). A NaN
+    # logit gets weight 0, and its row is NaN (nan_rows).
+    weights = ops.where(logits > MASKED_LOGIT, 1.0 - labels, 0.0)
     num_negatives = ops.sum(weights, axis=1)
     # Rows that break the input contract: a ValueError on concrete (eager) values, a NaN row loss
     # inside a traced step (``docs/losses.md``, "Input checks"). One nonzero label that is the row's
