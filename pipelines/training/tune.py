@@ -503,7 +503,7 @@ class _Search:
         advance, entries = [leader], [self._entry(leader, None) | {"advances": True}]
         for candidate in ranked[1:]:
             interval = self._paired(candidate, leader, "valid", self.metric)
-            goes = not interval.verdict() == "worse" and len(advance) < cap
+            goes = interval.verdict() != "worse" and len(advance) < cap
             if goes:
                 advance.append(candidate)
             entries.append(self._entry(candidate, interval) | {"advances": goes})
@@ -593,7 +593,8 @@ def tune_markdown(report: dict[str, Any]) -> str:
     rows = [[t["study"], str(t["number"]), t["state"], ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                                 for k, v in t["params"].items()),
              "" if t["validation"] is None else f"{100 * t['validation']:.2f}"] for t in report["trials"]]
-    lines.append(markdown_table(["study", "trial", "state", "parameters", f"validation {metric}"], rows))
+    lines.append(markdown_table(["study", "trial", "state", "parameters",
+                                 f"validation {metric} (pruned: best before it was stopped)"], rows))
     compute, budget = report["compute"], report["budget"]
     lines.append(f"Compute: {compute['runs']} runs ({compute['pruned']} pruned), {compute['steps']:,} training steps, "
                  f"{compute['seconds'] / 60:.1f} min of training. Budget: {budget['runs']} CROLoss and "

@@ -18,6 +18,7 @@ from tests.conftest import tiny_config
 from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import tune
 from tfcroloss.pipelines.training.evaluate import PER_USER_FILE
+from tfcroloss.pipelines.training.intervals import Interval
 
 USERS = 60
 
@@ -136,6 +137,12 @@ def test_search_with_the_baseline_the_rule_first_pruning_and_seeds(fake, base, t
     completed = sum(state == "COMPLETE" for name, state, _ in cro)
     assert [len(rung["candidates"]) for rung in report["rungs"]][0] == completed
     assert sum(e["advances"] for e in report["rungs"][0]["candidates"]) <= tune.halving_plan(completed, 2)[0]
+    for rung in report["rungs"]:  # the leader, then only candidates whose interval with it holds zero
+        leader, *others = rung["candidates"]
+        assert leader["advances"] and leader["vs_leader"] is None
+        for entry in others:
+            verdict = Interval.from_dict(entry["vs_leader"]).verdict()
+            assert verdict != "better" and (verdict == "tie" or not entry["advances"])
     finalists = report["finalists"]
     assert finalists[0]["label"] == report["recommended"]["label"]
     assert all(f["validation"] <= finalists[0]["validation"] for f in finalists)
