@@ -9,8 +9,14 @@ Sides, interleaved round by round on the same log: the plain text log, the same 
 (``--baseline-src DIR``, e.g. ``git worktree add /tmp/base REV``) to show a change did not make
 preparation slower or bigger.
 
+With ``--engine spark`` the sides are the NumPy engine and the Spark engine (``local[N]``, N =
+the machine's cores) on the plain log, stored under ``MODE-spark``; peak memory is then the
+largest sum of the RSS of the child and all its descendants (the JVM included), sampled every
+0.2 s, for both sides, and the Spark side reports the seconds of each phase of its job.
+
     python -m benchmarks.bench_prepare --quick   # a tenth of Taobao (8.5M), about a minute
     python -m benchmarks.bench_prepare           # Taobao size (85M interactions)
+    python -m benchmarks.bench_prepare --engine spark --rounds 1 --spark-memory 8g
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 from tfcroloss.pipelines.data.synthetic import PRESETS, write_synthetic
@@ -43,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every side")
     parser.add_argument("--baseline-src", type=Path, help="another tfcroloss checkout to compare with")
+    parser.add_argument("--engine", choices=("numpy", "spark"), default="numpy",
+                        help="spark: the NumPy engine against the Spark engine")
+    parser.add_argument("--spark-memory", default="8g", help="the Spark driver's heap (local mode)")
+    parser.add_argument("--spark-child", nargs=3, metavar=("LOG", "OUTPUT", "MEMORY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    if args.spark_child:
+        return _spark_child(*args.spark_child)
+    mode = ("quick" if args.quick else "full") + ("-spark" if args.engine == "spark" else "")
     config = PRESETS["taobao"]
     if args.quick:
         config = dataclasses.replace(config, num_users=config.num_users // 10, num_items=config.num_items // 10)
@@ -55,21 +69,33 @@ def main(argv: list[str] | None = None) -> int:
         count = write_synthetic(log, config, seed=args.seed)
         results = [_result("synthetic", mode, count, time.perf_counter() - start, None, log_bytes=log.stat().st_size)]
         print(json.dumps(results[-1]), flush=True)
-        compressed = _gzip(log)
-        sides = {"prepare": (log, _current_env()), "prepare_gzip": (compressed, _current_env())}
+        if args.engine == "spark":
+            spark = [sys.executable, "-m", "benchmarks.bench_prepare", "--spark-child"]
+            sides = {"prepare": (log, _current_env(), None), "prepare_spark": (log, _current_env(), spark)}
+        else:
+            compressed = _gzip(log)
+            sides = {"prepare": (log, _current_env(), None), "prepare_gzip": (compressed, _current_env(), None)}
         if args.baseline_src:
-            sides["prepare_baseline"] = (log, _baseline_env(args.baseline_src, workdir))
-        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in sides}
+            sides["prepare_baseline"] = (log, _baseline_env(args.baseline_src, workdir), None)
+        runs: dict[str, list[tuple[float, int, dict]]] = {name: [] for name in sides}
         for round_number in range(args.rounds):
-            for name, (source, env) in sides.items():
+            for name, (source, env, child) in sides.items():
                 output = workdir / f"prepared-{name}-{round_number}"
-                runs[name].append(_prepare(source, output, env))
+                command = None if child is None else [*child, str(source), str(output), args.spark_memory]
+                runs[name].append(_prepare(source, output, env, command, tree=args.engine == "spark"))
                 shutil.rmtree(output)
         for name, measured in runs.items():
-            seconds = statistics.median(s for s, _ in measured)
-            results.append(_result(name, mode, count, seconds, max(peak for _, peak in measured),
+            seconds = statistics.median(s for s, _, _ in measured)
+            extra = {"phases_each": [phases for _, _, phases in measured]} if measured[0][2] else {}
+            results.append(_result(name, mode, count, seconds, max(peak for _, peak, _ in measured),
                                    input_bytes=sides[name][0].stat().st_size,
-                                   seconds_each=[round(s, 2) for s, _ in measured]))
+                                   seconds_each=[round(s, 2) for s, _, _ in measured], **extra))
+            print(json.dumps(results[-1]), flush=True)
+        if args.engine == "spark":
+            numpy_runs, spark_runs = runs["prepare"], runs["prepare_spark"]
+            results.append({"benchmark": "spark_over_numpy", "mode": mode,
+                            "time_ratio_each_round": [round(b[0] / a[0], 2) for a, b in zip(numpy_runs, spark_runs, strict=True)],
+                            "peak_memory_ratio": round(max(p for _, p, _ in spark_runs) / max(p for _, p, _ in numpy_runs), 2)})
             print(json.dumps(results[-1]), flush=True)
     _store(mode, results, baseline=git_commit(args.baseline_src) if args.baseline_src else None)
     return 0
@@ -102,18 +128,75 @@ def _baseline_env(source: Path, workdir: Path) -> dict[str, str]:
     return {**_current_env(), "PYTHONPATH": str(shim)}
 
 
-def _prepare(source: Path, output: Path, env: dict[str, str]) -> tuple[float, int]:
-    """Seconds and peak RSS (bytes) of one ``tfcroloss prepare`` child process."""
-    command = [sys.executable, "-m", "tfcroloss.pipelines.cli", "prepare", "--format", "comirec",
-               "--input", str(source), "--output", str(output)]
+def _prepare(
+    source: Path, output: Path, env: dict[str, str], command: list[str] | None, *, tree: bool
+) -> tuple[float, int, dict]:
+    """Seconds, peak memory (bytes) and phase timings (Spark) of one preparation in a child
+    process: ``tfcroloss prepare``, or ``command``. Peak memory is the child's peak RSS, or with
+    ``tree`` the largest sampled sum over the child and its descendants."""
+    command = command or [sys.executable, "-m", "tfcroloss.pipelines.cli", "prepare", "--format", "comirec",
+                          "--input", str(source), "--output", str(output)]
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=output.parent, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    sampler = _TreeMemory(process.pid) if tree else None
+    stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed with status {process.returncode}")
-    return seconds, usage.ru_maxrss * 1024
+    peak = sampler.stop() if sampler else usage.ru_maxrss * 1024
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return seconds, peak, json.loads(lines[-1]) if lines else {}
+
+
+class _TreeMemory:
+    """Samples the summed RSS of a process and its descendants (from /proc) in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self.running = pid, 0, True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while self.running:
+            parents, rss = {}, {}
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                        rss[int(entry)] = int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
+                    except (OSError, IndexError, ValueError):
+                        continue
+                    parents.setdefault(int(fields[1]), []).append(int(entry))
+            tree, todo = 0, [self.pid]
+            while todo:
+                pid = todo.pop()
+                tree += rss.get(pid, 0)
+                todo += parents.get(pid, [])
+            self.peak = max(self.peak, tree)
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        self.running = False
+        self.thread.join()
+        return self.peak
+
+
+def _spark_child(log: str, output: str, memory: str) -> int:
+    """The Spark side: ``prepare --engine spark`` on ``local[cores]``, printing its phases."""
+    from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
+
+    start = time.perf_counter()
+    spark = spark_session(f"local[{os.cpu_count()}]", {
+        "spark.driver.memory": memory, "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+        "spark.local.dir": str(Path(output).parent),
+    })
+    timings = {"start Spark": round(time.perf_counter() - start, 2)}
+    prepare_spark(spark, "comirec", log, output, timings=timings)
+    print(json.dumps(timings), flush=True)
+    return 0
 
 
 def _result(name: str, mode: str, count: int, seconds: float, peak_bytes: int | None, **extra) -> dict:
@@ -132,9 +215,21 @@ def _result(name: str, mode: str, count: int, seconds: float, peak_bytes: int | 
     return result
 
 
+def _packages() -> dict[str, str | None]:
+    versions = {}
+    for name in ("numpy", "pyarrow", "pyspark", "tensorflow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True) if shutil.which("java") else None
+    versions["java"] = java.stderr.splitlines()[0] if java and java.stderr else None
+    return versions
+
+
 def _store(mode: str, results: list[dict], *, baseline: str | None) -> None:
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    stored[mode] = {"commit": git_commit(), "baseline_commit": baseline, "results": results}
+    stored[mode] = {"commit": git_commit(), "baseline_commit": baseline, "packages": _packages(), "results": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")

@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from tfcroloss.pipelines.data import FORMATS, SYNTHETIC_FORMATS
+from tfcroloss.pipelines.cli import positive_int
+from tfcroloss.pipelines.data import ENGINES, FORMATS, SYNTHETIC_FORMATS
 from tfcroloss.pipelines.data.download import MANUAL_SOURCES, SOURCES, download
 from tfcroloss.pipelines.data.synthetic_presets import PRESETS
+
+
+def _setting(entry: str) -> tuple[str, str]:
+    key, equals, value = entry.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"--spark-conf takes KEY=VALUE, got {entry!r}")
+    return key.strip(), value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("--output", required=True, help="directory of the prepared data set")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    engine = prepare.add_argument_group("engine (both write the same prepared data set)")
+    engine.add_argument(
+        "--engine", choices=ENGINES, default="numpy",
+        help="numpy: in this process, the log in memory; spark: a Spark job (needs Java and pyspark)",
+    )
+    engine.add_argument(
+        "--spark-master",
+        help="Spark master URL (default: local[*], or spark-submit's master when run by spark-submit)",
+    )
+    engine.add_argument(
+        "--spark-conf", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+        help="a Spark setting, e.g. spark.driver.memory=8g (repeatable)",
+    )
+    prepare.add_argument(
+        "--users-per-shard", type=positive_int,
+        help="users per Parquet shard of a split (default 65536); training gives each input worker its own shards",
+    )
     columns = prepare.add_argument_group("columns (csv and recbole formats)")
     columns.add_argument("--user-column", help="default: user_id")
     columns.add_argument("--item-column", help="default: item_id")
@@ -64,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     protocol.add_argument("--train-fraction", type=float, default=0.8)
     protocol.add_argument("--valid-fraction", type=float, default=0.1)
-    protocol.add_argument("--seed", type=int, help="user shuffle seed (default: the authors' seed)")
+    protocol.add_argument("--seed", type=int, help="seed of the user split (default: the authors' seed, 1230)")
     prepare.set_defaults(func=run_prepare)
 
     data = subparsers.add_parser("data", help="synthetic logs, downloads, data set info")
@@ -91,6 +116,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     from tfcroloss.pipelines.data.prepare import PrepareConfig, prepare_file
 
     seed = {} if args.seed is None else {"seed": args.seed}
+    if args.users_per_shard is not None:
+        seed["users_per_shard"] = args.users_per_shard
     config = PrepareConfig(
         min_user_count=args.min_user_count,
         min_item_count=args.min_item_count,
@@ -114,10 +141,13 @@ def run_prepare(args: argparse.Namespace) -> int:
         options["delimiter"] = "\t"
     if options.get("time_column", "").lower() == "none":
         options["time_column"] = None
-    dataset = prepare_file(
-        args.fmt, args.input, args.output, config=config, overwrite=args.overwrite, **options
-    )
-    meta = dataset.metadata
+    if args.engine == "spark":
+        from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
+
+        spark = spark_session(args.spark_master, dict(args.spark_conf))
+        meta = prepare_spark(spark, args.fmt, args.input, args.output, config=config, overwrite=args.overwrite, **options)
+    else:
+        meta = prepare_file(args.fmt, args.input, args.output, config=config, overwrite=args.overwrite, **options).metadata
     read, dropped = meta["read"], meta["dropped"]
     print(f"prepared {args.output}")
     print(

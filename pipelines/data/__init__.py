@@ -18,3 +18,4 @@ class DataError(ValueError):
 SPLIT_NAMES = ("train", "valid", "test")  # the splits of a prepared data set (``dataset``)
 FORMATS = ("comirec", "movielens", "recbole", "csv")  # the log formats ``readers`` parse
 SYNTHETIC_FORMATS = ("comirec", "csv", "recbole")  # the formats ``synthetic`` writes
+ENGINES = ("numpy", "spark")  # what runs ``prepare``: ``prepare`` (one process) or ``spark_engine``

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +79,9 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import tfcroloss as we do
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 def prepare_spark(
@@ -89,10 +92,15 @@ def prepare_spark(
     *,
     config: PrepareConfig | None = None,
     overwrite: bool = False,
+    timings: dict[str, float] | None = None,
     **reader_options: Any,
 ) -> dict[str, Any]:
-    """Prepare ``input_path`` (format ``fmt``) with ``spark`` into ``output``; returns the metadata."""
+    """Prepare ``input_path`` (format ``fmt``) with ``spark`` into ``output``; returns the metadata.
+
+    ``timings``, when given, receives the seconds of each phase (each ends with a Spark action)."""
     from pyspark.sql import functions as F
+
+    clock = _Clock(timings if timings is not None else {})
 
     config = config or PrepareConfig()
     output = Path(output)
@@ -109,6 +117,7 @@ def prepare_spark(
     user_first = raw.groupBy("user").agg(F.min("pos").alias("first")).localCheckpoint()
     item_first = raw.groupBy("item").agg(F.min("pos").alias("first")).localCheckpoint()
     read = {"interactions": raw.count(), "users": user_first.count(), "items": item_first.count()}
+    clock("read, check and number the rows; first positions")
     dropped = {}
     rows = raw.select("pos", "user", "item", "time", "split", *(["rating"] if plan.columns.rating else []))
     if config.min_rating is not None:
@@ -121,8 +130,10 @@ def prepare_spark(
         rows = rows.groupBy("user", "item", "time").agg(first.alias("first")).select("first.pos", "user", "item", "time", "first.split")
     rows = rows.localCheckpoint()
     dropped["duplicates"] = count - rows.count()
+    clock("rating filter and duplicates")
     kept, count = _frequency_filter(rows, count - dropped["duplicates"], min_user, min_item, config.iterative_filter)
     dropped["filtered_interactions"] = read["interactions"] - sum(dropped.values()) - count
+    clock("user and item filter")
     if count == 0:
         raise no_user_left(read["interactions"], sources, config, presplit)
 
@@ -131,6 +142,7 @@ def prepare_spark(
     users = kept.groupBy("user").agg(F.count("*").alias("length"), F.min("split").alias("low"), F.max("split").alias("high"))
     users = _rank(users.join(user_first, "user"), [F.asc("first")], "user_index").localCheckpoint()
     num_users = users.count()
+    clock("item ids and user indexes")
     if presplit:
         mixed = users.where(F.col("low") != F.col("high")).orderBy("user_index").select("user").first()
         if mixed is not None:
@@ -148,6 +160,7 @@ def prepare_spark(
         row.split: (row.users, row.low)
         for row in users.groupBy("split").agg(F.count("*").alias("users"), F.min("rank").alias("low")).collect()
     }
+    clock("split")
     if split_users.get(0, (0, 0))[0] == 0:
         raise no_training_user(num_users, config)
     users = users.withColumn(
@@ -168,6 +181,7 @@ def prepare_spark(
     counts = train_counts.toArrow()
     item_counts[counts["item_id"].to_numpy()] = counts["count"].to_numpy()
     short = sequences.where((F.col("split") == 0) & (F.size("items") < config.min_cut + 1)).count()
+    clock("sequences and counts")
     meta = metadata(
         read=read,
         splits={name: (split_users.get(code, (0, 0))[0], int(interactions.get(code, 0))) for code, name in enumerate(SPLIT_NAMES)},
@@ -182,13 +196,27 @@ def prepare_spark(
         for name in SPLIT_NAMES:
             (tmp / name).mkdir()
         entries = _write_shards(sequences, tmp)
+        clock("shards (executors)")
         for code, name in enumerate(SPLIT_NAMES):
             write_index(tmp / name, entries.get(code, []))
         item_tokens = items.orderBy("item_id").select(F.col("item").alias("token")).toArrow()["token"]
         write_items(tmp, pa.chunked_array([[""], *item_tokens.cast(pa.string()).chunks], pa.string()), item_counts)
         write_users(tmp, users.orderBy("user_index").select(F.col("user").alias("token")).toArrow()["token"])
         write_metadata(tmp, meta)
+    clock("vocabularies and metadata (driver)")
     return meta
+
+
+class _Clock:
+    """Records the seconds since the previous call under each phase's name."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings, self.last = timings, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] = round(now - self.last, 2)
+        self.last = now
 
 
 def _read(spark: SparkSession, plan: LogPlan) -> DataFrame:
