@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import tiny_config
+from tfcroloss.models.optimizers import build_optimizer
 from tfcroloss.pipelines.data.dataset import PreparedDataset
 from tfcroloss.pipelines.data.inputs import training_dataset
 from tfcroloss.pipelines.training import config as config_lib
@@ -28,7 +29,7 @@ from tfcroloss.pipelines.training.run_directory import build_model, load_run
 from tfcroloss.pipelines.training.train import train
 
 ROOT = Path(__file__).resolve().parents[3]
-TIMEOUT = 120  # seconds, for each process of a scenario
+TIMEOUT = 240  # seconds, for each process of a scenario (on a loaded 2-core machine)
 # (loss, negatives) pairs checked for equality across replicas.
 EQUALITY_CASES = [("croloss", "sampled"), ("lambda_croloss", "sampled"), ("croloss", "both")]
 LOSSES = {
@@ -113,6 +114,8 @@ def test_mirrored_replicas_give_the_single_replica_loss_and_gradients(tiny_datas
         assert case["loss_diff"] <= 1e-5 * max(1.0, abs(case["loss"])), case
         assert case["gradient_diff"] <= 1e-5 * case["gradient_scale"], case
         assert case.get("fit_weight_diff", 0.0) <= 1e-5 and case.get("fit_loss_diff", 0.0) <= 1e-5, case
+        # adam (SparseAdam) over several steps, rows left behind: as on one replica, and dense Adam's result
+        assert case.get("adam_weight_diff", 0.0) <= 1e-5 and case.get("adam_dense_diff", 0.0) <= 1e-5, case
     print(json.dumps(_result(output)))
 
 
@@ -194,6 +197,7 @@ def test_parameter_server_training_shards_the_item_table(tiny_dataset, tmp_path)
             server.communicate()
     validations = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
     assert [v["step"] for v in validations] == [3, 6], output[-3000:]
+    assert "training.optimizer adam: the parameter_server strategy shards the item table" in output  # one line
     rows = PreparedDataset.load(tiny_dataset).num_items + 1
     assert result["item_table_shards"] == [[(rows + 1) // 2, 1024], [rows // 2, 1024]]
     assert set(result["item_table_devices"]) == {
@@ -225,7 +229,8 @@ def _equality(data_path: str) -> list[dict]:
         return max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(a, b, strict=True))
 
     dataset = PreparedDataset.load(data_path)
-    batch = next(iter(training_dataset(dataset.train, batch_size=32, maxlen=10, seed=3)))
+    batches = training_dataset(dataset.train, batch_size=32, maxlen=10, seed=3).take(8).cache()
+    batch = next(iter(batches))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     halves = strategy.experimental_distribute_values_from_function(
         lambda context: {k: v[16 * context.replica_id_in_sync_group :][:16] for k, v in batch.items()}
@@ -236,7 +241,8 @@ def _equality(data_path: str) -> list[dict]:
         single = build_model(config, dataset)
         with strategy.scope():
             mirrored = build_model(config, dataset)
-        mirrored.set_weights(single.get_weights())
+        single_weights = single.get_weights()
+        mirrored.set_weights(single_weights)
         loss_1, grads_1 = loss_and_gradients(single, batch)
         per_replica = strategy.run(tf.function(lambda f, m=mirrored: loss_and_gradients(m, f)), args=(halves,))
         loss_2, grads_2 = tf.nest.map_structure(lambda v: strategy.reduce("SUM", v, axis=None), per_replica)
@@ -255,6 +261,20 @@ def _equality(data_path: str) -> list[dict]:
                 fitted.append((history.history["loss"][0], model.get_weights()))
             case["fit_loss_diff"] = abs(fitted[0][0] - fitted[1][0])
             case["fit_weight_diff"] = max_diff(fitted[0][1], fitted[1][1])
+            adam = {}
+            for name, optimizer, scope in (("single", "adam", tf.distribute.get_strategy()),
+                                           ("mirrored", "adam", strategy),
+                                           ("dense", "dense_adam", tf.distribute.get_strategy())):
+                with scope.scope():
+                    model = build_model(config, dataset)
+                    model.set_weights(single_weights)
+                    model.compile(optimizer=build_optimizer(optimizer, 0.05))
+                model.fit(batches, epochs=1, verbose=0)
+                if optimizer == "adam":
+                    model.optimizer.catch_up()
+                adam[name] = model.get_weights()
+            case["adam_weight_diff"] = max_diff(adam["single"], adam["mirrored"])
+            case["adam_dense_diff"] = max_diff(adam["single"], adam["dense"])
         results.append(case)
     return results
 
