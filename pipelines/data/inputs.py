@@ -4,21 +4,31 @@ A *cut* k of a user's time-ordered items splits them into a history (the last ``
 before k, zero-padded at the end, the authors' layout) and a target ``items[k]``. Training cuts are
 drawn with stateless random ops inside the graph: nothing runs in Python per sample or per batch;
 ``positive_probabilities`` is the law of a batch's positive under the same rule (``training_cuts``).
+
+A split read from shards (``Split.shards``, format 2) is streamed: the input pipeline reads the
+shard files with ``tf.io.read_file`` by the byte ranges of ``shards.json`` (no Python, so it runs
+on parameter-server workers too), a few shards at a time; no process holds the split in the input
+pipeline and no split travels inside a graph.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import numpy as np
 import tensorflow as tf
 
 from tfcroloss.pipelines.data.dataset import DataError, Split
+from tfcroloss.pipelines.data.shards import Shard
 from tfcroloss.registry import lookup
 
 TRAINING_SCHEMES = ("random_users", "all_cuts")
 # A training cut k is at least MIN_CUT: every training target has at least that much history.
 MIN_CUT = 4
+SHARDS_READ_AT_ONCE = 8  # shards a streamed pipeline reads together (and draws each batch from)
+_CHUNK = 1024  # the cuts of a shard are drawn this many at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +142,14 @@ def training_dataset(
     (``random_users``) or its own shard of the cuts (``all_cuts``). The stream starts after
     ``start_step`` (global) training steps, exactly where an uninterrupted run would be: a
     pipeline feeding several replicas has given each of them a batch per step.
+
+    A split with ``shards`` is streamed from them in epochs (``_streamed``): each epoch visits
+    the shards in a seeded order, each pipeline its own share of them (under parameter-server
+    training each worker is a pipeline), reading ``SHARDS_READ_AT_ONCE`` at a time and taking
+    their cuts in a seeded order: ``random_users`` gives every user with a cut one uniform cut
+    per epoch, ``all_cuts`` every cut once per epoch. A batch's users therefore come from the
+    shards being read, not from the whole split; over an epoch the law of a batch's positive is
+    ``positive_probabilities``' as in memory.
     """
     _check_positive(maxlen=maxlen)
     pipeline, num_pipelines, batches_per_step = 0, 1, 1
@@ -140,6 +158,14 @@ def training_dataset(
         pipeline, num_pipelines = input_context.input_pipeline_id, input_context.num_input_pipelines
         batches_per_step = max(1, input_context.num_replicas_in_sync // num_pipelines)
     check_batches(split, batch_size=batch_size, scheme=scheme, min_cut=min_cut)
+    if split.shards:
+        worker = _parameter_server_worker()
+        if worker is not None:  # every worker is a pipeline; the steps are shared among them
+            pipeline, num_pipelines = worker
+            batches_per_step, start_step = 1, start_step // num_pipelines
+        streamed = _streamed(split.shards, batch_size=batch_size, maxlen=maxlen, seed=seed, scheme=scheme,
+                             min_cut=min_cut, pipeline=pipeline, num_pipelines=num_pipelines)
+        return streamed.skip(start_step * batches_per_step).prefetch(tf.data.AUTOTUNE)
     cuts_per_user = training_cuts(split, min_cut)
     eligible = np.flatnonzero(cuts_per_user)
     cuts_per_user = cuts_per_user[eligible]
@@ -201,6 +227,91 @@ def training_dataset(
         first_epoch, skipped = divmod(start_step * batches_per_step, batches_per_epoch)
         dataset = tf.data.Dataset.counter(start=first_epoch).flat_map(epoch).skip(skipped)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _parameter_server_worker() -> tuple[tf.Tensor, int] | None:
+    """(this worker's index, the number of workers) inside a parameter-server worker's input
+    function, else None."""
+    try:
+        index = tf.distribute.coordinator.experimental_get_current_worker_index()
+    except (RuntimeError, ValueError):
+        return None
+    return index, len(json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"])
+
+
+def _streamed(
+    shards: tuple[Shard, ...],
+    *,
+    batch_size: int,
+    maxlen: int,
+    seed: int,
+    scheme: str,
+    min_cut: int,
+    pipeline: int | tf.Tensor,
+    num_pipelines: int,
+) -> tf.data.Dataset:
+    """Batches streamed from ``shards`` (see ``training_dataset``). With fewer shards than
+    pipelines, every pipeline reads every shard and keeps every ``num_pipelines``-th user."""
+    count = len(shards)
+    paths = tf.constant([shard.path for shard in shards])
+    ranges = tf.constant([[*shard.ranges[1], *shard.ranges[2]] for shard in shards], tf.int64)
+    share_files = count >= num_pipelines
+    seed = tf.constant(seed, tf.int64)
+
+    def examples(epoch: tf.Tensor, number: tf.Tensor) -> tf.data.Dataset:
+        data = tf.io.read_file(tf.gather(paths, number))
+        lengths_from, lengths_to, items_from, items_to = tf.unstack(tf.gather(ranges, number))
+        lengths = tf.cast(tf.io.decode_raw(tf.strings.substr(data, lengths_from, lengths_to - lengths_from), tf.int32), tf.int64)
+        items = tf.io.decode_raw(tf.strings.substr(data, items_from, items_to - items_from), tf.int32)
+        spans = tf.maximum(lengths - min_cut, 0)
+        mine = spans > 0
+        if not share_files:
+            mine &= tf.range(tf.size(lengths, tf.int64)) % num_pipelines == tf.cast(pipeline, tf.int64)
+        users = tf.where(mine)[:, 0]
+        starts = tf.gather(tf.cumsum(lengths, exclusive=True), users)
+        spans = tf.gather(spans, users)
+        stream = 4 * (epoch * count + number)
+
+        def history(start: tf.Tensor, cuts: tf.Tensor) -> dict[str, tf.Tensor]:
+            sizes = tf.minimum(cuts, maxlen)
+            steps = tf.range(maxlen, dtype=tf.int64)
+            positions = (start + cuts - sizes)[:, None] + steps
+            valid = steps < sizes[:, None]
+            history = tf.where(valid, tf.gather(items, tf.where(valid, positions, 0)), 0)
+            return {"history": history, "item_id": tf.gather(items, start + cuts)}
+
+        if scheme == "random_users":
+            total = tf.size(users, tf.int64)
+
+            def chunk(index: tf.Tensor) -> dict[str, tf.Tensor]:
+                user = tf.random.experimental.index_shuffle(index, tf.stack([seed, stream]), total - 1)
+                chunk_seed = tf.random.experimental.stateless_fold_in(tf.stack([seed, stream + 1]), index[0])
+                uniform = tf.random.stateless_uniform(tf.shape(index), chunk_seed, dtype=tf.float64)
+                span = tf.gather(spans, user)
+                return history(tf.gather(starts, user), min_cut + tf.minimum(tf.cast(uniform * tf.cast(span, tf.float64), tf.int64), span - 1))
+        else:
+            first_cut = tf.cumsum(spans, exclusive=True)
+            total = tf.reduce_sum(spans)
+
+            def chunk(index: tf.Tensor) -> dict[str, tf.Tensor]:
+                cut = tf.random.experimental.index_shuffle(index, tf.stack([seed, stream]), total - 1)
+                user = tf.searchsorted(first_cut, cut, side="right") - 1
+                return history(tf.gather(starts, user), min_cut + cut - tf.gather(first_cut, user))
+
+        return tf.data.Dataset.range(total).batch(_CHUNK).map(chunk).unbatch()
+
+    def epoch(index: tf.Tensor) -> tf.data.Dataset:
+        order = tf.data.Dataset.range(count).map(
+            lambda k: tf.random.experimental.index_shuffle(k, tf.stack([seed, -1 - index]), count - 1)
+        )
+        if share_files:
+            order = order.shard(num_pipelines, pipeline)
+        return order.interleave(
+            lambda number: examples(index, number), cycle_length=min(count, SHARDS_READ_AT_ONCE),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+
+    return tf.data.Dataset.counter().flat_map(epoch).batch(batch_size, drop_remainder=True)
 
 
 def _check_positive(**values: int) -> None:
