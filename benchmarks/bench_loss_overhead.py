@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     optimizers = ("adam", "lazy_adam") if args.quick else ("adam", "lazy_adam", "dense_adam")
-    rounds = {"adam": 8, "lazy_adam": 8, "dense_adam": 4} if args.quick else {
-        "adam": 20, "lazy_adam": 20, "dense_adam": 6}
+    rounds = {"adam": 8, "lazy_adam": 8} if args.quick else {"adam": 20, "lazy_adam": 20, "dense_adam": 3}
     scale = AMAZON_BOOKS
     results = [
         {
