@@ -2,8 +2,9 @@
 
 ``readers`` parse the usual log formats into one columnar ``InteractionLog``; ``prepare`` applies
 the paper's protocol (filters, ids by popularity, user split) and writes a prepared data set,
-whose on-disk format is ``dataset``; ``inputs`` turns a prepared split into tf.data training cuts
-and evaluation samples. ``synthetic`` writes logs with learnable structure; ``download`` fetches
+whose on-disk format is ``dataset`` (its splits as Parquet shards: ``shards``); ``spark_engine``
+runs the same protocol as a Spark job and writes the same files; ``inputs`` turns a prepared
+split into tf.data training cuts (streamed from the shards) and evaluation samples. ``synthetic`` writes logs with learnable structure; ``download`` fetches
 public data sets. Nothing here imports training or serving.
 
 This package itself is light (no numpy, pyarrow or TensorFlow): it holds the room's error and the
