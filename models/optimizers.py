@@ -11,6 +11,7 @@ result while touching only the rows a step reads (``docs/performance-training.md
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from tfcroloss.registry import lookup
@@ -98,6 +99,9 @@ class SparseAdam(tf.keras.optimizers.Adam):
             return
         super().build(var_list)
         self._variables_of_rows = self._no_dependency(list(var_list))
+        # Variables read or updated by rows (known when steps are traced); the others, updated
+        # densely at every step, are never behind.
+        self._read_by_rows = self._no_dependency(set())
         # Slot s % (catch_up_every + 1) holds C(s) for the rows last updated at step s.
         self._coefficients = self.add_variable([self.catch_up_every + 1], tf.float64, name="catch_up_coefficients")
         # A checkpoint without these (tf-keras Adam's) leaves every row up to date at its step.
@@ -129,26 +133,31 @@ class SparseAdam(tf.keras.optimizers.Adam):
         index = self._index_dict[self._var_key(variable)]
         return self._momentums[index], self._velocities[index], self._last_steps[index]
 
+    def _displacement(self, value_dtype, rank: int, m, v, last) -> tf.Tensor:
+        """What dense Adam has moved rows (of rank ``rank``) since their last steps ``last``."""
+        coefficient = tf.cast(tf.gather(self._coefficients, last % (self.catch_up_every + 1)), value_dtype)
+        for _ in range(rank - last.shape.rank):
+            coefficient = coefficient[..., None]
+        return coefficient * m / (tf.sqrt(v) + self.epsilon)
+
     def _caught_up(self, value, m, v, last, now):
         """``(value, m, v)`` of rows last updated at steps ``last``, brought to step ``now``."""
         dtype = value.dtype
-        coefficient = tf.cast(tf.gather(self._coefficients, last % (self.catch_up_every + 1)), dtype)
-        coefficient = tf.reshape(coefficient, tf.concat([tf.shape(last), tf.ones([value.shape.rank - last.shape.rank],
-                                                                                  tf.int32)], 0))
-        behind = tf.reshape(tf.cast(now - last, dtype), tf.shape(coefficient))
-        value = value - coefficient * m / (tf.sqrt(v) + self.epsilon)
+        value = value - self._displacement(dtype, value.shape.rank, m, v, last)
+        behind = tf.cast(now - last, dtype)
+        for _ in range(value.shape.rank - last.shape.rank):
+            behind = behind[..., None]
         return value, tf.pow(tf.constant(self.beta_1, dtype), behind) * m, tf.pow(tf.constant(self.beta_2, dtype), behind) * v
 
     def lookup(self, variable: tf.Variable, ids: tf.Tensor) -> tf.Tensor:
         """``tf.gather(variable, ids)`` with every row as dense Adam has it now (nothing written;
         gradients flow to ``variable`` as for ``tf.gather``)."""
-        unique, position = tf.unique(tf.reshape(ids, [-1]))
+        self._read_by_rows.add(self._var_key(variable))
         m, v, last = self._slots(variable)
-        rows = tf.gather(variable, unique)
-        caught_up, _, _ = self._caught_up(rows, tf.gather(m, unique), tf.gather(v, unique), tf.gather(last, unique),
-                                          tf.cast(self.iterations, tf.int64))
-        rows = rows + tf.stop_gradient(caught_up - rows)
-        return tf.reshape(tf.gather(rows, position), tf.concat([tf.shape(ids), tf.shape(variable)[1:]], 0))
+        rows = tf.gather(variable, ids)
+        displacement = self._displacement(rows.dtype, rows.shape.rank, tf.gather(m, ids), tf.gather(v, ids),
+                                          tf.gather(last, ids))
+        return rows - tf.stop_gradient(displacement)
 
     def _catch_up_variable(self, variable) -> None:
         m, v, last = self._slots(variable)
@@ -170,7 +179,8 @@ class SparseAdam(tf.keras.optimizers.Adam):
 
     def update_step(self, gradient: tf.Tensor | tf.IndexedSlices, variable: tf.Variable) -> None:
         if not isinstance(gradient, tf.IndexedSlices):
-            self._catch_up_variable(variable)
+            if self._var_key(variable) in self._read_by_rows:  # rows may be behind: catch them up first
+                self._catch_up_variable(variable)
             super().update_step(gradient, variable)
             m, v, last = self._slots(variable)
             last.assign(tf.fill(tf.shape(last), tf.cast(self.iterations + 1, tf.int64)))
@@ -178,6 +188,7 @@ class SparseAdam(tf.keras.optimizers.Adam):
         step = self.iterations + 1
         alpha = self._alpha(step, variable.dtype)
         m, v, last = self._slots(variable)
+        self._read_by_rows.add(self._var_key(variable))
         rows = gradient.indices  # unique: apply_gradients deduplicates sparse gradients
         value, m_rows, v_rows = self._caught_up(
             tf.gather(variable, rows), tf.gather(m, rows), tf.gather(v, rows), tf.gather(last, rows),
@@ -193,12 +204,10 @@ class SparseAdam(tf.keras.optimizers.Adam):
     def _advance(self, coefficients: tf.Variable) -> None:
         """Adds the step just taken (``iterations``) to C(s) of the steps before it."""
         step = tf.cast(self.iterations, tf.int64)
-        back = tf.range(1, self.catch_up_every + 1, dtype=tf.int64)
+        back = np.arange(1, self.catch_up_every + 1)
         slots = (step - back) % (self.catch_up_every + 1)
-        ratio = tf.constant(self.beta_1, tf.float64) / tf.sqrt(tf.constant(self.beta_2, tf.float64))
-        coefficients.scatter_add(
-            tf.IndexedSlices(self._alpha(step, tf.float64) * tf.pow(ratio, tf.cast(back, tf.float64)), slots)
-        )
+        powers = (self.beta_1 / np.sqrt(self.beta_2)) ** back.astype(np.float64)
+        coefficients.scatter_add(tf.IndexedSlices(self._alpha(step, tf.float64) * powers, slots))
         coefficients.scatter_update(tf.IndexedSlices(tf.zeros([1], tf.float64), [step % (self.catch_up_every + 1)]))
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
