@@ -446,12 +446,14 @@ class _Search:
             study.tell(trial, float(result["validation"][self.metric]))
 
     # ---- phase 2: seeds
-    def per_user(self, candidate: Candidate, split: str, metric: str) -> np.ndarray:
-        """``[seeds, users]``: the candidate's per-user ``metric`` on ``split``, one row per finished seed."""
+    def per_user(self, candidate: Candidate, split: str, metric: str, seeds: int | None = None) -> np.ndarray:
+        """``[seeds, users]``: the candidate's per-user ``metric`` on ``split``, one row per finished
+        seed among its first ``seeds`` (all by default): a rung compares what it gave each candidate,
+        also when a resumed tune finds later seeds already trained."""
         from tfcroloss.pipelines.training.evaluate import read_per_user
 
         rows = []
-        for seed in self.seed_list:
+        for seed in self.seed_list[:seeds]:
             kept = read_per_user(self.run_dir(candidate, seed))
             if kept is not None:
                 rows.append(kept[f"{split}/{metric}"])
@@ -473,41 +475,46 @@ class _Search:
                 break
         ranked = sorted(self._trials("croloss", "complete"), key=lambda t: -t.value)
         survivors = list(dict.fromkeys(Candidate.from_params("croloss", t.params) for t in ranked))
-        rungs = []
+        rungs, cut = [], []
         for have in range(1, self.seeds):
-            survivors, rung = self._rung(survivors, have)
+            survivors, rung, cut = self._rung(survivors, have)
             rungs.append(rung)
             if not all(self._more_seeds(candidate, have) for candidate in survivors):
                 break
-        final = self._ranked(survivors)
-        recommended = final[0]
-        finalists = [self._entry(c, self._paired(c, recommended, "valid", self.metric)) for c in final]
+        # the finalists: the survivors, and those the last rung stopped while tied with its leader
+        contenders = self._ranked(survivors)
+        recommended = contenders[0]
+        finalists = [self._entry(c, self._paired(c, recommended, "valid", self.metric)) for c in contenders + cut]
         return self._report(recommended, softmax, finalists, rungs)
+    def _ranked(self, candidates: list[Candidate], seeds: int | None = None) -> list[Candidate]:
+        return sorted(candidates, key=lambda c: -float(self.per_user(c, "valid", self.metric, seeds).mean()))
 
-    def _ranked(self, candidates: list[Candidate]) -> list[Candidate]:
-        return sorted(candidates, key=lambda c: -float(self.per_user(c, "valid", self.metric).mean()))
+    def _paired(self, ours: Candidate, theirs: Candidate, split: str, metric: str, seeds: int | None = None
+                ) -> Interval:
+        return paired_bootstrap(self.per_user(ours, split, metric, seeds), self.per_user(theirs, split, metric, seeds))
 
-    def _paired(self, ours: Candidate, theirs: Candidate, split: str, metric: str) -> Interval:
-        return paired_bootstrap(self.per_user(ours, split, metric), self.per_user(theirs, split, metric))
-
-    def _entry(self, candidate: Candidate, interval: Interval | None) -> dict[str, Any]:
-        runs = self.per_user(candidate, "valid", self.metric)
+    def _entry(self, candidate: Candidate, interval: Interval | None, seeds: int | None = None) -> dict[str, Any]:
+        runs = self.per_user(candidate, "valid", self.metric, seeds)
         return {"label": candidate.label, "candidate": dataclasses.asdict(candidate), "seeds": len(runs),
                 "validation": float(runs.mean()), "vs_leader": None if interval is None else interval.to_dict()}
 
-    def _rung(self, candidates: list[Candidate], have: int) -> tuple[list[Candidate], dict[str, Any]]:
+    def _rung(self, candidates: list[Candidate], have: int
+              ) -> tuple[list[Candidate], dict[str, Any], list[Candidate]]:
         """The candidates that get seed ``have + 1``: the leader, then those whose paired validation
-        interval with it holds zero, best first, at most half of the rung (successive halving)."""
-        ranked = self._ranked(candidates)
+        interval with it holds zero, best first, at most half of the rung (successive halving);
+        also the rung's record, and the tied candidates that the cap stopped."""
+        ranked = self._ranked(candidates, have)
         leader, cap = ranked[0], halving_plan(len(ranked), 2)[0]
-        advance, entries = [leader], [self._entry(leader, None) | {"advances": True}]
+        advance, entries, cut = [leader], [self._entry(leader, None, have) | {"advances": True}], []
         for candidate in ranked[1:]:
-            interval = self._paired(candidate, leader, "valid", self.metric)
+            interval = self._paired(candidate, leader, "valid", self.metric, have)
             goes = interval.verdict() != "worse" and len(advance) < cap
             if goes:
                 advance.append(candidate)
-            entries.append(self._entry(candidate, interval) | {"advances": goes})
-        return advance, {"seeds": have, "candidates": entries}
+            elif interval.verdict() == "tie":
+                cut.append(candidate)
+            entries.append(self._entry(candidate, interval, have) | {"advances": goes})
+        return advance, {"seeds": have, "candidates": entries}, cut
 
     # ---- phase 3: the report
     def _report(self, recommended: Candidate, softmax: Candidate, finalists: list[dict[str, Any]],
@@ -578,7 +585,8 @@ def tune_markdown(report: dict[str, Any]) -> str:
              f"{100 * report['softmax']['test'][f'recall@{m}']:.2f}",
              Interval.from_dict(report["gain_over_softmax"][f"recall@{m}"]).describe()] for m in report["ns"]]
     lines.append(markdown_table(["N", "recommended", "softmax CE", "gain [95% paired interval]"], rows))
-    lines += [f"## Seeds phase (validation Recall@{n}, mean over seeds; interval against the rung's leader)", ""]
+    lines += [f"## Seeds phase (validation Recall@{n}, mean over seeds; interval against the rung's leader; "
+              "final: the survivors and the tied candidates the last rung stopped, against the recommendation)", ""]
     rows = []
     for rung in report["rungs"]:
         for entry in rung["candidates"]:

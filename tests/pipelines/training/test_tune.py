@@ -143,6 +143,9 @@ def test_search_with_the_baseline_the_rule_first_pruning_and_seeds(fake, base, t
         for entry in others:
             verdict = Interval.from_dict(entry["vs_leader"]).verdict()
             assert verdict != "better" and (verdict == "tie" or not entry["advances"])
+    stopped_tied = [e["label"] for e in report["rungs"][-1]["candidates"][1:]
+                    if not e["advances"] and Interval.from_dict(e["vs_leader"]).verdict() == "tie"]
+    assert set(stopped_tied) <= {f["label"] for f in report["finalists"]}  # named, not dropped
     finalists = report["finalists"]
     assert finalists[0]["label"] == report["recommended"]["label"]
     assert all(f["validation"] <= finalists[0]["validation"] for f in finalists)
