@@ -1,0 +1,138 @@
+"""Checks `tfcroloss tune` against the full grid: for each data set and N, the test Recall@N of
+tune's pick (3 seeds) against the full grid's best configuration and against the softmax CE that
+tune tuned, with paired bootstrap intervals over test users and seeds, and the compute of each.
+
+The full grids are the committed experiments (``GRIDS``); their best configuration at each N
+(among the configurations tune can pick: softmax CE and CROLoss with the sigmoid, softplus or
+exponential kernel) is trained again here with the same seeds and the current code, so that it is
+compared user by user with tune's pick. Runs go under ``runs/tune/grid-best/`` (resumable; a
+finished run is reused whatever code made it, and ``results.json`` names the code of every run
+the comparison rests on).
+
+    .venv/bin/python docs/results/tune/compare.py   # after the tunes (README.md says which)
+"""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from tfcroloss.pipelines.provenance import code_identity, provenance
+from tfcroloss.pipelines.training import experiment_spec
+from tfcroloss.pipelines.training.evaluate import read_per_user
+from tfcroloss.pipelines.training.experiment import run_directory, train_or_reuse
+from tfcroloss.pipelines.training.intervals import Interval, paired_bootstrap
+from tfcroloss.pipelines.training.report import read_results
+from tfcroloss.pipelines.training.tune import KERNELS
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+# data set -> (the full grid's experiment file, tune's output folder for N)
+GRIDS = {
+    "ml-100k": ("configs/experiment-ml-100k.yaml", "runs/tune/ml-100k-n{n}"),
+    "nowplaying-m256": ("configs/experiment-nowplaying-1m-m256.yaml", "runs/tune/nowplaying-m256-n{n}"),
+}
+NS = (10, 50, 200)
+
+
+def in_tune_space(loss):
+    return not loss.get("overrides") and (loss["name"] == "softmax" or (
+        loss["name"] == "croloss" and loss.get("kernel") in KERNELS and set(loss) == {"name", "kernel", "alpha"}))
+
+
+def grid_compute(results):
+    """Runs the committed grid trained: each variant's rate search plus its other seeds."""
+    return sum(len(r["tuning"]) + len(r["seeds"]) - 1 for r in results.values())
+
+
+def made_by(run_dirs):
+    """The (commit, code digest) pairs that made these runs (their code.json)."""
+    codes = {(c.get("commit"), c.get("code_digest")) for c in (json.loads((d / "code.json").read_text()) for d in run_dirs)}
+    return sorted(f"{commit} ({digest})" for commit, digest in codes)
+
+
+def per_user_of(run_dirs, metric):
+    return np.stack([read_per_user(d)[f"test/{metric}"] for d in run_dirs])
+
+
+def tune_runs(output, candidate):
+    """The run directories of a tune candidate, by seed (matched on their config.yaml)."""
+    found = {}
+    for path in (output / "runs").glob("*/*/config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        loss, lr = config["loss"], config["training"]["learning_rate"]
+        same = loss.get("kernel") == candidate["kernel"] and loss.get("alpha") == candidate["alpha"]
+        if loss["name"] == candidate["loss"] and same and abs(lr - candidate["learning_rate"]) < 1e-12:
+            if (path.parent / "per_user.npz").exists():
+                found[config["training"]["seed"]] = path.parent
+    return [found[s] for s in sorted(found)]
+
+
+def main():
+    code = code_identity()
+    rows = []
+    for data, (grid_file, tune_folder) in GRIDS.items():
+        spec = experiment_spec.load(ROOT / grid_file)
+        results, _ = read_results(ROOT / spec.output / "results.json")
+        space = {label: r for label, r in results.items() if in_tune_space(r["loss"])}
+        for n in NS:
+            output = ROOT / tune_folder.format(n=n)
+            if not (output / "tune.json").exists():
+                print(f"{data} N={n}: no tune.json yet in {output}", file=sys.stderr)
+                continue
+            report = json.loads((output / "tune.json").read_text())
+            kept = HERE / f"{data}-n{n}"  # the tune's own report, committed beside this comparison
+            kept.mkdir(exist_ok=True)
+            for name in ("tune.md", "tune.json", "recommended.yaml"):
+                shutil.copyfile(output / name, kept / name)
+            metric = f"recall@{n}"
+            label = max(space, key=lambda lb, m=metric: space[lb]["mean"][m])
+            grid_dirs = []
+            for seed in spec.seeds:
+                config = experiment_spec.variant_config(spec.base, spec.variants[label], spec.overrides, source=label)
+                config.training.learning_rate, config.training.seed = space[label]["learning_rate"], seed
+                run_dir = run_directory(ROOT / "runs/tune/grid-best" / data, label, config)
+                train_or_reuse(config, run_dir, code=code, reuse_other_code=True, what=f"{data} {label} seed {seed}")
+                grid_dirs.append(run_dir)
+            picked = tune_runs(output, report["recommended"]["candidate"])
+            softmax = tune_runs(output, report["softmax"]["candidate"])
+            ours, grid, ce = (per_user_of(d, metric) for d in (picked, grid_dirs, softmax))
+            rows.append({
+                "data": data, "n": n, "tune_pick": report["recommended"]["label"], "tune_seeds": len(picked),
+                "tune_test": float(ours.mean()),
+                "grid_best": label, "grid_best_lr": space[label]["learning_rate"],
+                "grid_best_committed_test": space[label]["mean"][metric], "grid_best_rerun_test": float(grid.mean()),
+                "tuned_ce": report["softmax"]["label"], "tuned_ce_test": float(ce.mean()),
+                "tune_vs_grid_best": paired_bootstrap(ours, grid).to_dict(),
+                "tune_vs_tuned_ce": paired_bootstrap(ours, ce).to_dict(),
+                "tune_compute": report["compute"],
+                "tune_full_run_equivalents": report["compute"]["steps"] / spec.base.training.max_steps,
+                "grid_runs": grid_compute(results), "grid_runs_in_tune_space": grid_compute(space),
+                "tied_with_pick": [t["label"] for t in report["tied_with_recommended"]],
+                "runs_made_by": made_by([*picked, *grid_dirs, *softmax]),
+            })
+    made = {**provenance(), **code, "load_average_1_5_15_min": os.getloadavg()}
+    (HERE / "results.json").write_text(json.dumps({"provenance": made, "rows": rows}, indent=2) + "\n")
+    print("| data | N | tune's pick (seeds) | test R@N | grid's best (lr), rerun | test R@N | pick vs grid best | "
+          "tuned CE | test R@N | pick vs tuned CE | tune compute: runs (pruned), full-run equiv. | grid runs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        versus_grid, versus_ce = (paired_bootstrap_text(r[k]) for k in ("tune_vs_grid_best", "tune_vs_tuned_ce"))
+        print(f"| {r['data']} | {r['n']} | {r['tune_pick']} ({r['tune_seeds']}) | {100 * r['tune_test']:.2f} | "
+              f"{r['grid_best']} ({r['grid_best_lr']:g}) | {100 * r['grid_best_rerun_test']:.2f} "
+              f"(committed {100 * r['grid_best_committed_test']:.2f}) | {versus_grid} | {r['tuned_ce']} | "
+              f"{100 * r['tuned_ce_test']:.2f} | {versus_ce} | {r['tune_compute']['runs']} "
+              f"({r['tune_compute']['pruned']}), {r['tune_full_run_equivalents']:.1f} | {r['grid_runs']} |")
+
+
+def paired_bootstrap_text(raw):
+    interval = Interval.from_dict(raw)
+    return f"{interval.describe()} ({interval.verdict()})"
+
+
+if __name__ == "__main__":
+    main()
