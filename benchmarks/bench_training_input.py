@@ -3,8 +3,9 @@ at most 1.10x per step).
 
     python -m benchmarks.bench_training_input [--quick]
 
-Prepares a synthetic Amazon-Books-shaped log (a quarter of the ``amazon`` preset's users, its
-368K items; ``--quick``: a twentieth) with the default shards (65,536 users each), then times, in
+Prepares a synthetic Amazon-Books-shaped log (the ``amazon`` preset with a quarter of its users,
+``--quick``: a twentieth; the protocol's filter keeps some 65K items) with the default shards
+(65,536 users each), then times, in
 interleaved rounds in this process, one Keras train step of the same model (Amazon Books scale:
 batch 256, history 20, the default config, ``--optimizer``) fed by ``training_dataset`` from the shards and from
 the in-memory split (the same split with its shards forgotten), and the input alone (the next
