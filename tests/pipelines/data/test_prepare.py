@@ -209,3 +209,18 @@ def test_cli_prepare_and_errors(example, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.txt, line 2: expected 3 fields" in err
     assert not (tmp_path / "o2").exists()
+
+
+def test_cli_spark_engine_without_java_says_what_to_install(example, tmp_path, capsys, monkeypatch):
+    from tfcroloss.pipelines.data import spark_engine
+
+    monkeypatch.setattr(spark_engine.shutil, "which", lambda name: None)
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    argv = ["prepare", "--engine", "spark", "--format", "comirec", "--input", str(example), "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "needs Java 17 or 21" in error and "openjdk-17-jre-headless" in error
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--spark-conf", "no-equals-sign"])
+    assert "--spark-conf takes KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
