@@ -72,7 +72,8 @@ class SparseAdam(tf.keras.optimizers.Adam):
     - ``lookup(variable, ids)`` gives rows as dense Adam has them now, without writing: read
       the embedding table through it in the forward pass (``TwoTowerModel`` does).
     - A sparse gradient (``tf.IndexedSlices``) brings its rows up to date, then takes Adam's
-      step on them; a dense gradient first brings the whole variable up to date.
+      step on them; a dense gradient first brings the whole variable up to date if it is
+      read or updated by rows (as traced in this process), then takes plain Adam's step.
     - ``catch_up()`` brings every row up to date in place: call it before reading or saving
       whole tables by other means than ``lookup`` (weights-only checkpoints, exports).
     - Every ``catch_up_every`` steps the optimizer catches up by itself, so that the
