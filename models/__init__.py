@@ -14,6 +14,7 @@ _HOMES = {
     "build_loss": "loss_presets",
     "OPTIMIZERS": "optimizers",
     "LazyAdam": "optimizers",
+    "SparseAdam": "optimizers",
     "build_optimizer": "optimizers",
     "NEGATIVE_MODES": "two_tower",
     "TwoTowerModel": "two_tower",
