@@ -114,8 +114,9 @@ def test_mirrored_replicas_give_the_single_replica_loss_and_gradients(tiny_datas
         assert case["loss_diff"] <= 1e-5 * max(1.0, abs(case["loss"])), case
         assert case["gradient_diff"] <= 1e-5 * case["gradient_scale"], case
         assert case.get("fit_weight_diff", 0.0) <= 1e-5 and case.get("fit_loss_diff", 0.0) <= 1e-5, case
-        # adam (SparseAdam) over several steps, rows left behind: as on one replica, and dense Adam's result
-        assert case.get("adam_weight_diff", 0.0) <= 1e-5 and case.get("adam_dense_diff", 0.0) <= 1e-5, case
+        # adam (SparseAdam) over 8 steps, rows left behind: as on one replica, and dense Adam's result up to
+        # float32 rounding of its one-step catch-ups (weights of order 0.1-1)
+        assert case.get("adam_weight_diff", 0.0) <= 1e-5 and case.get("adam_dense_diff", 0.0) <= 1e-4, case
     print(json.dumps(_result(output)))
 
 
@@ -269,10 +270,10 @@ def _equality(data_path: str) -> list[dict]:
                     model = build_model(config, dataset)
                     model.set_weights(single_weights)
                     model.compile(optimizer=build_optimizer(optimizer, 0.05))
-                model.fit(batches, epochs=1, verbose=0)
+                model.fit(batches.repeat(), epochs=1, steps_per_epoch=8, verbose=0)
                 if optimizer == "adam":
                     model.optimizer.catch_up()
-                adam[name] = model.get_weights()
+                adam[name] = [tf.convert_to_tensor(w).numpy() for w in model.trainable_weights]
             case["adam_weight_diff"] = max_diff(adam["single"], adam["mirrored"])
             case["adam_dense_diff"] = max_diff(adam["single"], adam["dense"])
         results.append(case)
