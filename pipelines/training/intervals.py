@@ -9,8 +9,9 @@ interval holds the users' noise only, which understates the noise of training: s
 matters (``tune`` gives close candidates more seeds).
 
 The statistic is the difference of the two means over users (and seeds), and the relative gain
-``mean(A) / mean(B) - 1`` from the same replicates; the interval is the percentile interval.
-Deterministic for a given ``seed``.
+``mean(A) / mean(B) - 1`` from the same replicates; the interval is the percentile interval (the
+relative one is NaN or infinite where B's mean can be 0, e.g. a metric no user scores on; the
+verdict rests on the difference). Deterministic for a given ``seed``.
 """
 
 from __future__ import annotations
@@ -101,11 +102,11 @@ def paired_bootstrap(a: Any, b: Any, *, resamples: int = RESAMPLES, confidence: 
             means[start : start + count] = np.take_along_axis(per_run.T, seeds, axis=1).mean(axis=1)
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(means_a - means_b, [tail, 100 - tail])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = means_a / means_b - 1
     mean_a, mean_b = float(a.mean()), float(b.mean())
-    relative = mean_a / mean_b - 1 if mean_b else float("nan")
-    relative_low, relative_high = np.percentile(ratio, [tail, 100 - tail]) if mean_b else (np.nan, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a replicate where B's mean is 0 has no ratio
+        ratio = means_a / means_b - 1
+        relative = mean_a / mean_b - 1 if mean_b else float("nan")
+        relative_low, relative_high = np.percentile(ratio, [tail, 100 - tail]) if mean_b else (np.nan, np.nan)
     return Interval(
         difference=mean_a - mean_b, low=float(low), high=float(high), relative=float(relative),
         relative_low=float(relative_low), relative_high=float(relative_high), users=users,
