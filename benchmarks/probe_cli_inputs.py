@@ -124,7 +124,7 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("experiment", "a list", "--config {W}/experiment-list.yaml", False),
     ("experiment", "a run config", "--config {W}/good.yaml", False),
     ("tune", "--target-n 0", f"{GOOD} --target-n 0", False),
-    ("tune", "--alphas a word", f"{GOOD} --target-n 10 --alphas big --output {{W}}/tune", True),
+    ("tune", "--alpha-range a word", f"{GOOD} --target-n 10 --alpha-range big --output {{W}}/tune", True),
     ("tune", "unknown kernel", f"{GOOD} --target-n 10 --kernels softplus,sigmoidd --output {{W}}/tune", False),
     ("tune", "--budget 0", f"{GOOD} --target-n 10 --budget 0", False),
     ("tune", "--set typo", f"{GOOD} --target-n 10 --set loss.alpah=1", False),

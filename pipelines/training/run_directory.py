@@ -8,6 +8,7 @@ Layout (written by ``train``)::
     logs/                TensorBoard logs (train loss, validation metrics)
     validation.jsonl     one line per validation: step, metrics, seconds
     metrics.json         final test metrics of the best weights, written when training ends
+    per_user.npz         per-user Recall@N of the best weights on valid and test (experiments and tune)
 
 ``load_run`` rebuilds the model the config describes and restores the best weights. Training
 records ``data.path`` resolved (``with_resolved_data``), so a run loads from any directory; a
