@@ -9,8 +9,9 @@ Three phases, every one resumable from ``output`` (``docs/tune.md`` says why it 
    the number of finished trials, so a resumed search asks what an uninterrupted one would have
    asked); the first trial of each is the starting point: the rule of thumb's (kernel, alpha)
    (``suggest``) and softmax, both at the config's rate. A run whose best validation Recall@N so
-   far trails the median of earlier runs at the same step is pruned (``MedianPruner``, fed from
-   the run's ``validation.jsonl`` after every validation). ``budget`` CROLoss trials and
+   far is below the 25th percentile of the finished runs' at the same step (five of them at
+   least), from half of its steps on, is pruned (``make_pruner``, fed from the run's ``validation.jsonl`` after every validation).
+   ``budget`` CROLoss trials and
    ``baseline_budget(budget)`` softmax ones, interleaved.
 2. **Seeds**: successive halving over seeds. The best softmax rate gets every seed. The
    finished CROLoss trials are ranked on their mean per-user validation Recall@N; at each rung the
@@ -219,6 +220,22 @@ def _base_config(config: config_lib.RunConfig, target_n: int, max_steps: int | N
     return config_lib.from_dict(raw, source="tune")
 
 
+PRUNE_KEEP = 75.0  # Optuna's percentile: the top 75% of the finished runs' values at a step are kept
+PRUNE_RUNS = 5  # the finished runs needed (in the study, and validated at the step) before any pruning
+PRUNE_WARMUP = 0.5  # no pruning before this share of ``max_steps``
+
+
+def make_pruner(max_steps: int) -> Any:
+    """The search's pruner: stops a run whose best validation Recall@N so far is below the 25th
+    percentile of the finished runs' at the same step, once five finished runs validated that step
+    and from half of ``max_steps`` on; a run close behind the leader is not stopped."""
+    import optuna
+
+    return optuna.pruners.PercentilePruner(PRUNE_KEEP, n_startup_trials=PRUNE_RUNS,
+                                           n_warmup_steps=math.ceil(PRUNE_WARMUP * max_steps),
+                                           n_min_trials=PRUNE_RUNS)
+
+
 def run_training(config: config_lib.RunConfig, run_dir: Path, *, code: dict[str, Any], reuse_other_code: bool,
                  on_validation: Callable[[], None] | None) -> dict[str, Any]:
     """Trains (or reuses, or resumes) one run; ``on_validation()`` after each of its validations
@@ -338,7 +355,7 @@ class _Search:
             record = {"state": "pruned", "seconds": _clock() - clock, "steps": hook.last_step}
             atomic_write_text(record_path, json.dumps(record) + "\n")
             self.progress.finish(started)
-            print(f"    pruned at step {hook.last_step}: its best validation {self.metric} trailed the median",
+            print(f"    pruned at step {hook.last_step}: its best validation {self.metric} trailed the earlier runs'",
                   flush=True)
             return "pruned", record
         if hook is not None:
@@ -356,7 +373,7 @@ class _Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.output.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(self.output / STORAGE_FILE).resolve()}"
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2 * self.base.training.eval_every)
+        pruner = make_pruner(self.base.training.max_steps)
         for name in STUDIES:
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
                                         load_if_exists=True)
