@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout
 # The code that decides what a run trains: its digest tells whether a cached run is this code's.
 TRAINING_CODE = (
     "tfcroloss/*.py", "models/*.py", "pipelines/files.py", "pipelines/data/dataset.py", "pipelines/data/inputs.py",
+    "pipelines/data/shards.py",
     "pipelines/retrieval/__init__.py", "pipelines/retrieval/base.py", "pipelines/retrieval/exact.py",
     "pipelines/training/*.py",
 )
