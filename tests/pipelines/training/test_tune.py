@@ -161,6 +161,40 @@ def test_search_with_the_baseline_the_rule_first_pruning_and_seeds(fake, base, t
     assert "ETA" in capsys.readouterr().out
 
 
+def test_the_pruner_stops_a_hopeless_run_not_one_close_behind_the_leader(tmp_path):
+    """Nothing is pruned before five runs have finished (the first, at 0.05 validation Recall@10, is
+    kept); then, with finished runs at 0.05 and 0.27-0.30, a run that ends at 0.275 (below their median) is never pruned
+    and one that ends at 0.20 is pruned at the first step past the warm-up (half of max_steps)."""
+    max_steps, every = 100, 10
+
+    def curve(final, step):
+        return final * (1 - 0.5 ** (step / every))
+
+    def train(study, final, number):
+        """Feeds the run's validations to the pruner as the tune does; the step it was pruned at, or None."""
+        trial = study.ask()
+        run_dir = tmp_path / f"run{number}"
+        run_dir.mkdir()
+        hook = tune._Curve(trial, run_dir, "recall@10")
+        for step in range(every, max_steps + 1, every):
+            with open(run_dir / "validation.jsonl", "a") as file:
+                file.write(json.dumps({"step": step, "recall@10": curve(final, step)}) + "\n")
+            try:
+                hook()
+            except optuna.TrialPruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return step
+        study.tell(trial, curve(final, max_steps))
+        return None
+
+    study = optuna.create_study(direction="maximize", pruner=tune.make_pruner(max_steps))
+    assert train(study, 0.05, 0) is None  # no pruning before five finished runs
+    for number, final in enumerate((0.30, 0.29, 0.28, 0.27), start=1):
+        assert train(study, final, number) is None
+    assert train(study, 0.275, 5) is None  # below the median, close behind the leader: kept
+    assert train(study, 0.20, 6) == max_steps // 2  # hopeless: pruned once the warm-up is over
+
+
 def test_a_killed_search_resumes_with_the_same_trials_none_counted_twice(monkeypatch, fake, base, tmp_path):
     whole = tune.tune(base, 10, tmp_path / "whole", num_items=60, budget=6, seeds=2)
     fake.calls, fake.kill_at = 0, 4  # the 4th run is killed half-way
