@@ -9,9 +9,13 @@ compared user by user with tune's pick. Runs go under ``runs/tune/grid-best/`` (
 finished run is reused whatever code made it, and ``results.json`` names the code of every run
 the comparison rests on).
 
-    .venv/bin/python docs/results/tune/compare.py   # after the tunes (README.md says which)
+    .venv/bin/python docs/results/tune/compare.py [--tunes runs/tune] [--out docs/results/tune]
+
+``--tunes``: the folder holding the tunes (``<data>-n<N>``, README.md says how they ran);
+``--out``: where their reports and ``results.json`` go.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -31,10 +35,10 @@ from tfcroloss.pipelines.training.tune import KERNELS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-# data set -> (the full grid's experiment file, tune's output folder for N)
+# data set -> the full grid's experiment file; tune's output for N is <--tunes>/<data>-n<N>
 GRIDS = {
-    "ml-100k": ("configs/experiment-ml-100k.yaml", "runs/tune/ml-100k-n{n}"),
-    "nowplaying-m256": ("configs/experiment-nowplaying-1m-m256.yaml", "runs/tune/nowplaying-m256-n{n}"),
+    "ml-100k": "configs/experiment-ml-100k.yaml",
+    "nowplaying-m256": "configs/experiment-nowplaying-1m-m256.yaml",
 }
 NS = (10, 50, 200)
 
@@ -73,20 +77,24 @@ def tune_runs(output, candidate):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tunes", type=Path, default=ROOT / "runs/tune", help="the tunes' folder")
+    parser.add_argument("--out", type=Path, default=HERE, help="where the reports and results.json go")
+    args = parser.parse_args()
     code = code_identity()
     rows = []
-    for data, (grid_file, tune_folder) in GRIDS.items():
+    for data, grid_file in GRIDS.items():
         spec = experiment_spec.load(ROOT / grid_file)
         results, _ = read_results(ROOT / spec.output / "results.json")
         space = {label: r for label, r in results.items() if in_tune_space(r["loss"])}
         for n in NS:
-            output = ROOT / tune_folder.format(n=n)
+            output = args.tunes / f"{data}-n{n}"
             if not (output / "tune.json").exists():
                 print(f"{data} N={n}: no tune.json yet in {output}", file=sys.stderr)
                 continue
             report = json.loads((output / "tune.json").read_text())
-            kept = HERE / f"{data}-n{n}"  # the tune's own report, committed beside this comparison
-            kept.mkdir(exist_ok=True)
+            kept = args.out / f"{data}-n{n}"  # the tune's own report, committed beside this comparison
+            kept.mkdir(parents=True, exist_ok=True)
             for name in ("tune.md", "tune.json", "recommended.yaml"):
                 shutil.copyfile(output / name, kept / name)
             metric = f"recall@{n}"
@@ -116,7 +124,7 @@ def main():
                 "runs_made_by": made_by([*picked, *grid_dirs, *softmax]),
             })
     made = {**provenance(), **code, "load_average_1_5_15_min": os.getloadavg()}
-    (HERE / "results.json").write_text(json.dumps({"provenance": made, "rows": rows}, indent=2) + "\n")
+    (args.out / "results.json").write_text(json.dumps({"provenance": made, "rows": rows}, indent=2) + "\n")
     print("| data | N | tune's pick (seeds) | test R@N | grid's best (lr), rerun | test R@N | pick vs grid best | "
           "tuned CE | test R@N | pick vs tuned CE | tune compute: runs (pruned), full-run equiv. | grid runs |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
