@@ -7,7 +7,7 @@ time and peak RSS (``wait4``) are its own; it includes the import of TensorFlow 
 Sides, interleaved round by round on the same log: the plain text log, the same log gzipped
 (``gzip -1``), and optionally the plain log prepared by another checkout of tfcroloss
 (``--baseline-src DIR``, e.g. ``git worktree add /tmp/base REV``) to show a change did not make
-preparation slower or bigger.
+preparation slower or bigger (with ``--engine spark``, the baseline's Spark engine).
 
 With ``--engine spark`` the sides are the NumPy engine and the Spark engine (``local[N]``, N =
 the machine's cores) on the plain log, stored under ``MODE-spark``; peak memory is then the
@@ -17,6 +17,7 @@ largest sum of the RSS of the child and all its descendants (the JVM included), 
     python -m benchmarks.bench_prepare --quick   # a tenth of Taobao (8.5M), about a minute
     python -m benchmarks.bench_prepare           # Taobao size (85M interactions)
     python -m benchmarks.bench_prepare --engine spark --rounds 1 --spark-memory 8g
+    python -m benchmarks.bench_prepare --scale 100 --engine spark --baseline-src /tmp/base  # 0.86M lines
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tenth of the Taobao size")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the Taobao size (--scale 10)")
+    parser.add_argument("--scale", type=int, help="Taobao's users and items divided by this (a profile of a smaller log)")
     parser.add_argument("--workdir", help="where to write the log and data sets (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every side")
@@ -58,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.spark_child:
         return _spark_child(*args.spark_child)
-    mode = ("quick" if args.quick else "full") + ("-spark" if args.engine == "spark" else "")
+    scale = args.scale or (10 if args.quick else 1)
+    mode = {1: "full", 10: "quick"}.get(scale, f"scale-{scale}") + ("-spark" if args.engine == "spark" else "")
     config = PRESETS["taobao"]
-    if args.quick:
-        config = dataclasses.replace(config, num_users=config.num_users // 10, num_items=config.num_items // 10)
+    config = dataclasses.replace(config, num_users=config.num_users // scale, num_items=config.num_items // scale)
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         workdir = Path(workdir)
         log = workdir / "taobao_synthetic.txt"
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             compressed = _gzip(log)
             sides = {"prepare": (log, _current_env(), None), "prepare_gzip": (compressed, _current_env(), None)}
         if args.baseline_src:
-            sides["prepare_baseline"] = (log, _baseline_env(args.baseline_src, workdir), None)
+            sides["prepare_baseline"] = (log, _baseline_env(args.baseline_src, workdir), spark if args.engine == "spark" else None)
         runs: dict[str, list[tuple[float, int, dict]]] = {name: [] for name in sides}
         for round_number in range(args.rounds):
             for name, (source, env, child) in sides.items():
