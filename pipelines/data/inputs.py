@@ -119,6 +119,17 @@ def positive_probabilities(split: Split, num_items: int, scheme: str, min_cut: i
     return probabilities / probabilities.sum()
 
 
+def _examples(items: tf.Tensor, start: tf.Tensor, cuts: tf.Tensor, maxlen: int) -> dict[str, tf.Tensor]:
+    """Training examples of sequences starting at ``start`` in ``items``, cut at ``cuts``: the last
+    ``maxlen`` items before the cut (left-aligned, 0-padded) and the item at the cut."""
+    sizes = tf.minimum(cuts, maxlen)
+    steps = tf.range(maxlen, dtype=tf.int64)
+    positions = (start + cuts - sizes)[:, None] + steps
+    valid = steps < sizes[:, None]
+    history = tf.where(valid, tf.gather(items, tf.where(valid, positions, 0)), 0)
+    return {"history": history, "item_id": tf.gather(items, start + cuts)}
+
+
 def training_dataset(
     split: Split,
     *,
@@ -174,13 +185,7 @@ def training_dataset(
     spans = tf.constant(cuts_per_user, tf.int64)
 
     def batch(users: tf.Tensor, cuts: tf.Tensor) -> dict[str, tf.Tensor]:
-        start = tf.gather(starts, users)
-        sizes = tf.minimum(cuts, maxlen)
-        steps = tf.range(maxlen, dtype=tf.int64)
-        positions = (start + cuts - sizes)[:, None] + steps
-        valid = steps < sizes[:, None]
-        history = tf.where(valid, tf.gather(items, tf.where(valid, positions, 0)), 0)
-        return {"history": history, "item_id": tf.gather(items, start + cuts)}
+        return _examples(items, tf.gather(starts, users), cuts, maxlen)
 
     if scheme == "random_users":
 
@@ -273,12 +278,7 @@ def _streamed(
         stream = 4 * (epoch * count + number)
 
         def history(start: tf.Tensor, cuts: tf.Tensor) -> dict[str, tf.Tensor]:
-            sizes = tf.minimum(cuts, maxlen)
-            steps = tf.range(maxlen, dtype=tf.int64)
-            positions = (start + cuts - sizes)[:, None] + steps
-            valid = steps < sizes[:, None]
-            history = tf.where(valid, tf.gather(items, tf.where(valid, positions, 0)), 0)
-            return {"history": history, "item_id": tf.gather(items, start + cuts)}
+            return _examples(items, start, cuts, maxlen)
 
         if scheme == "random_users":
             total = tf.size(users, tf.int64)
