@@ -72,9 +72,11 @@ class TensorFlowOps:
             "maximum": tf.maximum,
             "relu": tf.nn.relu,
             "sigmoid": tf.math.sigmoid,
-            "softplus": tf.math.softplus,
             "stop_gradient": tf.stop_gradient,
             "expand_dims": tf.expand_dims,
+            "stack": tf.stack,
+            "shape": tf.shape,
+            "scatter_update": tf.tensor_scatter_nd_update,
             "custom_gradient": tf.custom_gradient,
         }.items():
             setattr(self, name, fn)
@@ -82,11 +84,30 @@ class TensorFlowOps:
     def full_like(self, x: Any, value: float) -> Any:
         return self.tf.fill(self.tf.shape(x), self.tf.constant(value, x.dtype))
 
+    def softplus(self, x: Any) -> Any:
+        """``log(1 + e^x)`` with the sigmoid as its gradient. On CPU, ``log1p(exp(x))`` costs a
+        third of ``tf.math.softplus`` over the loss's logits (``docs/losses.md``, "The fused
+        gradient"); it is exact where ``e^x`` does not overflow, so it is taken when no ``x`` is
+        above ``SOFTPLUS_DIRECT_MAX``, else ``relu(x) + log1p(e^-|x|)``."""
+        return _softplus(self.tf)(x)
+
+    def argmax(self, x: Any, axis: int) -> Any:
+        return self.tf.math.argmax(x, axis=axis, output_type=self.tf.int32)
+
+    def arange(self, n: Any, dtype: str = "int32") -> Any:
+        return self.tf.range(n, dtype=dtype)
+
+    def take_along_axis(self, x: Any, indices: Any, axis: int) -> Any:
+        return self.tf.gather(x, indices, axis=axis, batch_dims=1)
+
     def sum(self, x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
         return self.tf.reduce_sum(x, axis=axis, keepdims=keepdims)
 
     def max(self, x: Any, axis: int | None = None) -> Any:
         return self.tf.reduce_max(x, axis=axis)
+
+    def min(self, x: Any, axis: int | None = None) -> Any:
+        return self.tf.reduce_min(x, axis=axis)
 
     def any(self, x: Any, axis: int | None = None) -> Any:
         return self.tf.reduce_any(x, axis=axis)
@@ -108,6 +129,23 @@ class TensorFlowOps:
         ``tf.function`` nothing (the loss makes those rows NaN)."""
         if self.tf.executing_eagerly() and bool(self.tf.reduce_any(bad)):
             raise ValueError(message)
+
+
+# exp(x) is finite up to about 88 in float32.
+SOFTPLUS_DIRECT_MAX = 80.0
+
+
+def _softplus(tf: Any) -> Any:
+    @tf.custom_gradient
+    def softplus(x: Any) -> Any:
+        value = tf.cond(
+            tf.reduce_max(x) <= SOFTPLUS_DIRECT_MAX,
+            lambda: tf.math.log1p(tf.math.exp(x)),
+            lambda: tf.nn.relu(x) + tf.math.log1p(tf.math.exp(-tf.math.abs(x))),
+        )
+        return value, lambda upstream: upstream * tf.math.sigmoid(x)
+
+    return softplus
 
 
 class KerasOps:

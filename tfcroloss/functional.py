@@ -77,31 +77,38 @@ _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 @dataclasses.dataclass(frozen=True)
 class Candidates:
-    """One batch, prepared for the rank estimator (all ``[batch, candidates]`` unless noted).
+    """One batch, prepared for the rank estimator (``[batch, candidates]`` unless noted).
 
     Attributes:
       logits: the logits in the compute dtype.
-      is_positive: True at each row's positive.
-      weights: how many times each candidate counts in the rank: 0 where it is not a negative
-        (the positive, masked candidates), 1 for uniform negatives, ``1 / (N q_j)`` with
-        sampling probabilities.
-      num_negatives: ``[batch]``, the number M of negatives per row.
-      nan_rows: ``[batch]`` bool, rows with a NaN among their unmasked logits, or whose labels or
-        sampling probabilities break the input contract.
+      positions: ``[batch, 2]`` int32, (row, column) of each row's positive.
+      weights: None where every negative counts once (uniform draws): the rank estimator then
+        leaves out the positive (gap 0) and masked candidates (gaps far below 0, where the
+        kernels vanish) itself (``rank.log_counts``). With sampling probabilities, how many times
+        each candidate counts: ``1 / (N q_j)`` on negatives, 0 elsewhere.
+      num_negatives: ``[batch]``, the number M of negatives per row (a NaN logit counts, so that
+        its row's loss is NaN).
+      bad_rows: ``[batch]`` bool, rows whose labels or sampling probabilities break the input
+        contract (their losses are NaN). A NaN logit needs no flag: it reaches the row's sum.
       input_dtype: the logits' dtype name.
     """
 
     logits: Any
-    is_positive: Any
+    positions: Any
     weights: Any
     num_negatives: Any
-    nan_rows: Any
+    bad_rows: Any
     input_dtype: str
 
     def gaps(self, ops: Any, logits: Any) -> Any:
-        """``s_candidate - s_positive`` for ``logits`` (these candidates' logits, or a function of them)."""
-        positive_logit = ops.sum(ops.where(self.is_positive, logits, 0.0), axis=1)
-        return logits - positive_logit[:, None]
+        """``s_candidate - s_positive`` for ``logits`` (these candidates' logits, or a function of
+        them): 0 at the positive, ``MASKED_LOGIT`` or below at masked candidates."""
+        return logits - ops.take_along_axis(logits, self.positions[:, 1:], axis=1)
+
+    def negatives(self, ops: Any) -> Any:
+        """``[batch, candidates]`` bool, True on negatives (unmasked candidates but the positive)."""
+        unmasked = ~(self.logits <= MASKED_LOGIT)  # a NaN logit is a negative: its row is NaN
+        return ops.scatter_update(unmasked, self.positions, ops.zeros_like(self.positions[:, 0]) > 0)
 
 
 def prepare(
@@ -116,6 +123,8 @@ def prepare(
 
     A row may hold any number of candidates, the same item several times included (in-batch
     negatives are draws with replacement): eq. 24's ``N / M (1 + sum phi)`` is defined for any M.
+    Each pass over the ``[batch, candidates]`` inputs counts (``docs/losses.md``, "The fused
+    gradient"): the positive is the labels' argmax, and the labels are checked with two reductions.
     """
     logits = ops.convert_to_tensor(logits)
     input_dtype = ops.dtype_name(logits)
@@ -126,26 +135,24 @@ def prepare(
     labels = ops.cast(ops.convert_to_tensor(labels), compute_dtype)
     _check_shapes(ops, labels, logits, name)
 
-    is_positive = ops.equal(labels, 1.0)
-    # 1 - labels is 1 on negatives wherever the labels are valid (the other rows are NaN). A NaN
-    # logit gets weight 0, and its row is NaN (nan_rows).
-    weights = ops.where(logits > MASKED_LOGIT, 1.0 - labels, 0.0)
-    num_negatives = ops.sum(weights, axis=1)
+    positive = ops.cast(ops.argmax(labels, axis=1), "int32")
+    positions = ops.stack([ops.arange(ops.shape(labels)[0], dtype="int32"), positive], axis=1)
     # Rows that break the input contract: a ValueError on concrete (eager) values, a NaN row loss
-    # inside a traced step (``docs/losses.md``, "Input checks"). One nonzero label that is the row's
-    # largest and equals 1 is exactly "one 1 among 0s". Any number of candidates is fine.
-    nonzero = ops.sum(ops.cast(ops.not_equal(labels, 0.0), compute_dtype), axis=1)
-    bad_labels = ~(ops.equal(nonzero, 1.0) & ops.equal(ops.max(labels, axis=1), 1.0))
-    ops.check(bad_labels, f"{name}: every row of y_true must hold exactly one 1 (the positive), 0 elsewhere")
-    invalid_rows = bad_labels
-    if candidate_sampling_probability is not None:
-        importance, bad_probability = _importance_weights(
-            ops, candidate_sampling_probability, weights > 0, num_items, compute_dtype, name
-        )
-        weights = weights * importance
-        invalid_rows = invalid_rows | bad_probability
-    nan_rows = ops.any(ops.isnan(logits), axis=1) | invalid_rows  # masked logits are never NaN
-    return Candidates(logits, is_positive, weights, num_negatives, nan_rows, input_dtype)
+    # inside a traced step (``docs/losses.md``, "Input checks"). Labels >= 0 whose largest is 1 and
+    # whose sum is 1 are exactly "one 1 among 0s". Any number of candidates is fine.
+    largest = ops.take_along_axis(labels, positions[:, 1:], axis=1)[:, 0]
+    bad_rows = ~(ops.equal(largest, 1.0) & ops.equal(ops.sum(labels, axis=1), 1.0) & (ops.min(labels, axis=1) >= 0.0))
+    ops.check(bad_rows, f"{name}: every row of y_true must hold exactly one 1 (the positive), 0 elsewhere")
+    masked = ops.cast(logits <= MASKED_LOGIT, compute_dtype)
+    positive_masked = ops.take_along_axis(masked, positions[:, 1:], axis=1)[:, 0]
+    num_negatives = ops.cast(ops.shape(logits)[1], compute_dtype) - ops.sum(masked, axis=1) - (1.0 - positive_masked)
+    candidates = Candidates(logits, positions, None, num_negatives, bad_rows, input_dtype)
+    if candidate_sampling_probability is None:
+        return candidates
+    weights, bad_probability = _importance_weights(
+        ops, candidate_sampling_probability, candidates.negatives(ops), num_items, compute_dtype, name
+    )
+    return dataclasses.replace(candidates, weights=weights, bad_rows=bad_rows | bad_probability)
 
 
 def _check_shapes(ops: Any, labels: Any, logits: Any, name: str) -> None:
@@ -164,7 +171,7 @@ def _check_shapes(ops: Any, labels: Any, logits: Any, name: str) -> None:
 def _importance_weights(
     ops: Any, probability: Any, negative_mask: Any, num_items: int, dtype: str, name: str
 ) -> tuple[Any, Any]:
-    """``1 / (N q_j)`` on negatives, 1 elsewhere; and ``[batch]`` True where a negative has no
+    """``1 / (N q_j)`` on negatives, 0 elsewhere; and ``[batch]`` True where a negative has no
     q_j > 0 (such rows' losses are NaN)."""
     probability = ops.stop_gradient(ops.cast(ops.convert_to_tensor(probability), dtype))
     shape = ops.static_shape(probability)
@@ -182,14 +189,15 @@ def _importance_weights(
     ops.check(bad_rows, f"{name}: candidate_sampling_probability must be > 0 for every negative candidate")
     probability = ops.where(bad_probability, ops.ones_like(probability), probability)  # their rows are NaN
     # exp(-log N - log q) rather than 1 / (N q): N q may underflow where q is tiny.
-    return ops.exp(-math.log(num_items) - ops.log(probability)), bad_rows
+    weights = ops.exp(-math.log(num_items) - ops.log(probability))
+    return ops.where(negative_mask, weights, ops.zeros_like(weights)), bad_rows
 
 
 def finish(ops: Any, candidates: Candidates, row_loss: Any) -> Any:
-    """Zero for rows without negatives, NaN for rows with a NaN, float16 saturation for float16
-    logits."""
-    row_loss = ops.where(candidates.num_negatives > 0, row_loss, ops.zeros_like(row_loss))
-    row_loss = ops.where(candidates.nan_rows, ops.full_like(row_loss, float("nan")), row_loss)
+    """Zero for rows without negatives (NaN stays NaN), NaN for rows that break the input contract,
+    float16 saturation for float16 logits."""
+    row_loss = ops.where(candidates.num_negatives > 0, row_loss, row_loss * 0.0)
+    row_loss = ops.where(candidates.bad_rows, ops.full_like(row_loss, float("nan")), row_loss)
     return saturate_float16(ops, row_loss) if candidates.input_dtype == "float16" else row_loss
 
 
@@ -341,15 +349,21 @@ def _log_counts(ops: Any, candidates: Candidates, phis: list[kernels.Kernel]) ->
     Where the first kernel's derivative is known, the gradient is written by hand
     (``ops.custom_gradient``: TensorFlow's ``tf.custom_gradient``; autodiff on Keras 3): one pass
     over the logits for the values, one for the gradient, with the positive's entry minus the row's
-    sum (``gap = s_j - s_positive``). ``docs/losses.md``, "The fused gradient".
+    sum (``gap = s_j - s_positive``). ``docs/losses.md``, "The fused gradient". A kernel that may
+    not vanish far below (a callable) gets explicit 0/1 weights.
     """
+    weights = candidates.weights
+    if weights is None and not all(phi.vanishes_far_below for phi in phis):
+        weights = ops.cast(candidates.negatives(ops), ops.dtype_name(candidates.logits))
 
     def forward(logits: Any) -> tuple[list[Any], Callable[..., Any]]:
-        counts, gap_gradient = log_counts(candidates.gaps(ops, logits), candidates.weights, phis, ops)
+        counts, gap_gradient = log_counts(candidates.gaps(ops, logits), weights, phis, ops)
 
         def gradient(upstream: Any, *stopped: Any) -> Any:
+            # The positive's logit is in every gap: its entry is minus the negatives' sum.
             d_gaps = gap_gradient(upstream)
-            return ops.where(candidates.is_positive, -ops.sum(d_gaps, axis=1, keepdims=True), d_gaps)
+            d_positive = ops.take_along_axis(d_gaps, candidates.positions[:, 1:], axis=1)[:, 0]
+            return ops.scatter_update(d_gaps, candidates.positions, d_positive - ops.sum(d_gaps, axis=1))
 
         return counts, gradient
 

@@ -33,14 +33,17 @@ class Kernel:
     Attributes:
       name: registry name, or the callable's name for user kernels.
       fn: phi(x), elementwise.
-      log_fn: log(phi(x)) where a stable closed form exists; the rank estimator
-        then sums in log space (used by the exponential kernel).
+      log_fn: log(phi(x)) where a stable closed form exists, with phi(0) = 1; the rank
+        estimator then sums in log space (used by the exponential kernel).
       differentiable: False for the unit step, which may only weight gradients.
       derivative: phi'(x) as ``derivative(x, value)`` from x and ``value = phi(x)``, for the
         losses' hand-written gradient; None for callables (autodiff). With ``log_fn``, ``value``
         may be phi(x) scaled by a positive per-row constant, and the result scales alike.
       derivative_name: the kernel whose values are phi' (softplus: sigmoid), so a loss that
         computes both reuses them.
+      vanishes_far_below: phi (and phi') is exactly 0 at ``-inf`` and at the gaps of masked
+        candidates (``-3e35`` and below), so the losses need no weights to leave those out; False
+        for callables, which get explicit weights.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Kernel:
     differentiable: bool = True
     derivative: Callable[[Any, Any], Any] | None = None
     derivative_name: str | None = None
+    vanishes_far_below: bool = False
 
     def __call__(self, x: Any) -> Any:
         return self.fn(x)
@@ -56,20 +60,24 @@ class Kernel:
 
 def _builders(ops: Any, margin: float) -> dict[str, Kernel]:
     return {
-        "sigmoid": Kernel("sigmoid", ops.sigmoid, derivative=lambda x, value: value * (1.0 - value)),
+        "sigmoid": Kernel(
+            "sigmoid", ops.sigmoid, derivative=lambda x, value: value * (1.0 - value), vanishes_far_below=True
+        ),
         "softplus": Kernel(
-            "softplus", ops.softplus, derivative=lambda x, value: ops.sigmoid(x), derivative_name="sigmoid"
+            "softplus", ops.softplus, derivative=lambda x, value: ops.sigmoid(x), derivative_name="sigmoid",
+            vanishes_far_below=True,
         ),
         "exponential": Kernel(
             "exponential", ops.exp, log_fn=lambda x: x, derivative=lambda x, value: value,
-            derivative_name="exponential",
+            derivative_name="exponential", vanishes_far_below=True,
         ),
         "hinge": Kernel(
             "hinge", lambda x: ops.relu(x + margin),
-            derivative=lambda x, value: ops.cast(value > 0, ops.dtype_name(x)),
+            derivative=lambda x, value: ops.cast(value > 0, ops.dtype_name(x)), vanishes_far_below=True,
         ),
         "unit_step": Kernel(
-            "unit_step", lambda x: ops.cast(x >= 0, ops.dtype_name(x)), differentiable=False
+            "unit_step", lambda x: ops.cast(x >= 0, ops.dtype_name(x)), differentiable=False,
+            vanishes_far_below=True,
         ),
     }
 

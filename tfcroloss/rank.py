@@ -48,7 +48,9 @@ def sampled_log_rank(
       gaps: ``[batch, candidates]`` float, ``s_candidate - s_positive``.
       weights: ``[batch, candidates]`` float, how many times each candidate counts: 0 where it is
         not a negative (the positive, masked candidates), 1 for a uniformly drawn negative (eq. 24),
-        ``1 / (N q_j)`` for one drawn with probability ``q_j``.
+        ``1 / (N q_j)`` for one drawn with probability ``q_j``. None: ``gaps`` hold each row's
+        positive (gap 0, left out here) and masked candidates at gaps where the kernel vanishes
+        (``-3e35`` and below); every other candidate counts once. ``num_negatives`` is then needed.
       kernel: the comparison kernel phi.
       num_items: catalog size N.
       num_negatives: ``[batch]`` float, the number M of negatives per row; by default the number
@@ -61,6 +63,8 @@ def sampled_log_rank(
     """
     ops = ops or backends.tensorflow_ops()
     if num_negatives is None:
+        if weights is None:
+            raise ValueError("sampled_log_rank: num_negatives is needed when weights is None")
         num_negatives = ops.sum(ops.cast(weights > 0, ops.dtype_name(weights)), axis=1)
     (log_count,), _ = log_counts(gaps, weights, [kernel], ops)
     return log_ratio(num_items, num_negatives, ops) + log_count
@@ -75,29 +79,39 @@ def log_counts(
     gaps: Any, weights: Any, kernels: Sequence[Kernel], ops: Any
 ) -> tuple[list[Any], Callable[[Any], Any] | None]:
     """``log(1 + sum_j w_j phi(gap_j))`` per row for each kernel phi, one pass over the gaps each,
-    and the gradient of the first by hand.
+    and the gradient of the first by hand. ``weights`` None: every ``w_j`` is 1 but the positive's,
+    whose gap is 0 and whose term is taken back out (see :func:`sampled_log_rank`).
 
     Returns:
       ``([batch] per kernel, gradient)``: ``gradient(upstream)`` is
-      ``d sum(upstream * counts[0]) / d gaps`` (``[batch, candidates]``, 0 off negatives), or None
+      ``d sum(upstream * counts[0]) / d gaps`` (``[batch, candidates]``, 0 off negatives but, with
+      no weights, at the positive, which the caller overwrites), or None
       where the first kernel has no derivative (a callable: autodiff then goes through the values,
       whose masked gaps are set to 0 so that it stays finite).
     """
-    if any(kernel.derivative is None and kernel.differentiable for kernel in kernels):
+    if weights is not None and any(kernel.derivative is None and kernel.differentiable for kernel in kernels):
         gaps = ops.where(weights > 0, gaps, ops.zeros_like(gaps))
+
+    def weighted(value: Any) -> Any:
+        return value if weights is None else weights * value
+
     counts, values, totals = [], [], []
     for kernel in kernels:
         if kernel.log_fn is None:
             value = kernel.fn(gaps)
-            weighted_sum = ops.sum(weights * value, axis=1)
+            weighted_sum = ops.sum(weighted(value), axis=1)
+            if weights is None:  # the positive's phi(0), taken back out
+                weighted_sum = weighted_sum - kernel.fn(ops.zeros_like(weighted_sum))
             total = 1.0 + weighted_sum
             counts.append(ops.log1p(weighted_sum))
         else:  # phi = exp(log_fn), summed shifted by the row's largest term, as logsumexp does
             log_terms = kernel.log_fn(gaps)
-            largest = ops.max(ops.where(weights > 0, log_terms, ops.full_like(log_terms, -float("inf"))), axis=1)
-            shift = ops.stop_gradient(ops.maximum(largest, 0.0))
+            if weights is not None:
+                log_terms = ops.where(weights > 0, log_terms, ops.full_like(log_terms, -float("inf")))
+            shift = ops.stop_gradient(ops.maximum(ops.max(log_terms, axis=1), 0.0))
             value = ops.exp(log_terms - shift[:, None])  # phi / exp(shift)
-            total = ops.exp(-shift) + ops.sum(weights * value, axis=1)
+            # The "1 +" is exp(log_fn(0)) = 1, shifted: without weights, the positive's own term.
+            total = ops.sum(weighted(value), axis=1) + (0.0 if weights is None else ops.exp(-shift))
             counts.append(shift + ops.log(total))
         values.append(value)
         totals.append(total)
@@ -111,6 +125,6 @@ def log_counts(
         shared = [v for k, v in zip(kernels[1:], values[1:], strict=True)
                   if k.name == first.derivative_name and k.log_fn is None]
         derivative = shared[0] if shared else first.derivative(gaps, values[0])
-        return weights * derivative * (upstream / totals[0])[:, None]
+        return weighted(derivative) * (upstream / totals[0])[:, None]
 
     return counts, gradient
