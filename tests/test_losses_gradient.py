@@ -143,3 +143,37 @@ def test_the_gradient_is_the_hand_written_one():
             total = tf.reduce_sum(cro_loss(labels, x, num_items=NUM_ITEMS, kernel=kernel))
         grads.append(tape.gradient(total, x).numpy())
     np.testing.assert_allclose(grads[0], 2.0 * grads[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softplus_is_tensorflows_on_both_branches(dtype):
+    """``ops.softplus`` is ``log1p(exp(x))`` while no x is above 80 and the stable form otherwise;
+    both equal ``log(1 + e^x)`` to the dtype's rounding (``tf.math.softplus`` is within 5e-7 in float32
+    too), and the gradient is the sigmoid, also at a tie (x = 0)."""
+    ops = backends.tensorflow_ops()
+    small = np.concatenate([np.linspace(-100.0, 80.0, 2001), [0.0]])
+    for values in (small, np.concatenate([small, [80.5, 500.0, 1e30]])):
+        x = tf.constant(values, dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            got = ops.softplus(x)
+        exact = np.logaddexp(0.0, x.numpy().astype(np.float64))
+        # float32 flushes e^x below ~1e-38 (x < -87) to 0, as tf.math.softplus does
+        np.testing.assert_allclose(got.numpy(), exact, rtol=5e-7 if dtype == "float32" else 1e-15, atol=1.2e-38)
+        np.testing.assert_array_equal(tape.gradient(got, x).numpy(), tf.math.sigmoid(x).numpy())
+
+
+@pytest.mark.parametrize("variant,kernel,alpha,weight_kernel", [
+    ("cro", "softplus", 0.6, None), ("lambda", "softplus", 1.3, "sigmoid"), ("cro", "exponential", 1.0, None),
+])
+def test_gaps_above_80_match_the_reference(variant, kernel, alpha, weight_kernel):
+    """Logits of scale ~100: gaps far above 80 take softplus's stable branch and the exponential
+    kernel's shift; values and gradients are still the reference's."""
+    labels, logits, masked = batch(seed=8)
+    logits = np.where(masked, logits, 40.0 * logits)
+    case = (variant, kernel, alpha, weight_kernel, labels, logits)
+    assert (logits[~masked] - logits[labels == 1][:, None].repeat(12, 1)[~masked]).max() > 80
+    value, grad = run(*case)
+    want_value, want_grad = reference(*case, masked)
+    np.testing.assert_allclose(value, want_value, rtol=1e-9)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-8, atol=1e-13)

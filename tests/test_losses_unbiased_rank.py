@@ -132,3 +132,25 @@ def test_loss_gradient_with_popularity_matches_reference():
                                            q=q.astype(np.float64), **want_kwargs)
         np.testing.assert_allclose(value.numpy(), want_value, rtol=5e-5)
         np.testing.assert_allclose(tape.gradient(value, z).numpy(), want_grad, rtol=5e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kernel", ["unit_step", "sigmoid", "softplus", "exponential", "hinge"])
+def test_no_weights_is_the_positive_and_masked_left_out(kernel):
+    """``weights=None`` (the losses' uniform path: every gap, the positive's 0 among them) gives
+    the estimate of explicit weights, 0 at the positive and masked candidates and 1 elsewhere."""
+    rng = np.random.default_rng(3)
+    gaps = rng.normal(scale=3.0, size=(4, 9))
+    positive = rng.integers(0, 9, 4)
+    gaps[np.arange(4), positive] = 0.0
+    weights = np.ones_like(gaps)
+    weights[np.arange(4), positive] = 0.0
+    gaps[1, [2, 5]] = functional.MASKED_LOGIT - 1.0
+    weights[1, [2, 5]] = 0.0
+    weights[1, positive[1]] = 0.0
+    phi = kernels.get(kernel)
+    num_negatives = tf.constant(weights.sum(axis=1))
+    with_weights = sampled_log_rank(tf.constant(gaps), tf.constant(weights), phi, N)
+    without = sampled_log_rank(tf.constant(gaps), None, phi, N, num_negatives)
+    np.testing.assert_allclose(without.numpy(), with_weights.numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match="num_negatives"):
+        sampled_log_rank(tf.constant(gaps), None, phi, N)
