@@ -16,7 +16,7 @@ largest sum of the RSS of the child and all its descendants (the JVM included), 
 
     python -m benchmarks.bench_prepare --quick   # a tenth of Taobao (8.5M), about a minute
     python -m benchmarks.bench_prepare           # Taobao size (85M interactions)
-    python -m benchmarks.bench_prepare --engine spark --rounds 1 --spark-memory 8g
+    python -m benchmarks.bench_prepare --engine spark --rounds 1
     python -m benchmarks.bench_prepare --scale 100 --engine spark --baseline-src /tmp/base  # 0.86M lines
 """
 
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-src", type=Path, help="another tfcroloss checkout to compare with")
     parser.add_argument("--engine", choices=("numpy", "spark"), default="numpy",
                         help="spark: the NumPy engine against the Spark engine")
-    parser.add_argument("--spark-memory", default="8g", help="the Spark driver's heap (local mode)")
+    parser.add_argument("--spark-memory", default="default",
+                        help="the Spark driver's heap (local mode; default: the engine's, half the machine's memory)")
     parser.add_argument("--spark-child", nargs=3, metavar=("LOG", "OUTPUT", "MEMORY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.spark_child:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(results[-1]), flush=True)
         if args.engine == "spark":
             numpy_runs, spark_runs = runs["prepare"], runs["prepare_spark"]
-            results.append({"benchmark": "spark_over_numpy", "mode": mode,
+            results.append({"benchmark": "spark_over_numpy", "mode": mode, "spark_memory": args.spark_memory,
                             "time_ratio_each_round": [round(b[0] / a[0], 2) for a, b in zip(numpy_runs, spark_runs, strict=True)],
                             "peak_memory_ratio": round(max(p for _, p, _ in spark_runs) / max(p for _, p, _ in numpy_runs), 2)})
             print(json.dumps(results[-1]), flush=True)
@@ -191,10 +192,10 @@ def _spark_child(log: str, output: str, memory: str) -> int:
     from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
 
     start = time.perf_counter()
-    spark = spark_session(f"local[{os.cpu_count()}]", {
-        "spark.driver.memory": memory, "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-        "spark.local.dir": str(Path(output).parent),
-    })
+    conf = {"spark.ui.enabled": "false", "spark.local.dir": str(Path(output).parent)}
+    if memory != "default":
+        conf["spark.driver.memory"] = memory
+    spark = spark_session(f"local[{os.cpu_count()}]", conf)
     timings = {"start Spark": round(time.perf_counter() - start, 2)}
     prepare_spark(spark, "comirec", log, output, timings=timings)
     print(json.dumps(timings), flush=True)

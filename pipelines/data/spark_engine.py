@@ -13,8 +13,11 @@ rule is stated on positions and counts so that no step needs the whole log in on
 - the split ranks users by (``split_keys``' md5 key, user index): ``prepare.SPLIT_RULE``;
 - ranks are computed per range partition plus the partition's offset (``_rank``).
 
-Intermediate tables are local checkpoints: computed once (positions and partitions stay fixed)
-and cut from their lineage, so query plans stay small.
+Users and items become numbers once, the position of their first row, so every later shuffle
+moves numbers, not tokens. Tables of the log's size are local checkpoints (computed once,
+positions and partitions fixed, cut from their lineage); tables of users or items are cached,
+so Spark knows their size and broadcasts them to joins where they are small. In ``local[N]``,
+``local_settings`` sizes the session to the machine.
 
 The shards are written by the executors with ``shards.write_shard`` into the output directory,
 which every executor must be able to write (a local path under ``local[N]``, a shared file system
@@ -74,14 +77,36 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
     if active is not None and master is None and not conf:
         return active
     builder = SparkSession.builder.appName("tfcroloss prepare")
+    settings = {}
     if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
-        builder = builder.master(master or "local[*]")
+        master = master or "local[*]"
+        builder = builder.master(master)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import tfcroloss as we do
-    for key, value in (conf or {}).items():
+        if master.startswith("local"):
+            settings = local_settings(master)
+    for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def local_settings(master: str) -> dict[str, str]:
+    """Settings for ``local[N]`` (one JVM holds the driver and the executors): half of the
+    machine's memory as heap, a few shuffle partitions per core (adaptive execution merges small
+    ones and broadcasts small join sides), Kryo, Arrow. ``--spark-conf`` overrides each."""
+    threads = master.partition("[")[2].split(",")[0].rstrip("]")  # local, local[N], local[*], local[N,F]
+    cores = 1 if "[" not in master else (os.cpu_count() or 1) if threads == "*" else int(threads)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "spark.driver.memory": f"{max(1, memory // 2**31)}g",
+        "spark.sql.shuffle.partitions": str(4 * cores),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.autoBroadcastJoinThreshold": "64m",
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+    }
 
 
 def prepare_spark(
@@ -113,21 +138,21 @@ def prepare_spark(
     sources = [str(path) for path in plan.paths]
     presplit = len(plan.paths) > 1
     min_user, min_item = config.min_counts(presplit)
-    raw = _read(spark, plan)
-    user_first = raw.groupBy("user").agg(F.min("pos").alias("first")).localCheckpoint()
-    item_first = raw.groupBy("item").agg(F.min("pos").alias("first")).localCheckpoint()
-    read = {"interactions": raw.count(), "users": user_first.count(), "items": item_first.count()}
+    raw, count = _read(spark, plan)
+    # tokens become codes (their first position) once; every later step shuffles numbers only
+    user_tokens = _small(raw.groupBy("user").agg(F.min("pos").alias("u")))
+    item_tokens = _small(raw.groupBy("item").agg(F.min("pos").alias("i")))
+    read = {"interactions": count, "users": user_tokens.count(), "items": item_tokens.count()}
     clock("read, check and number the rows; first positions")
     dropped = {}
-    rows = raw.select("pos", "user", "item", "time", "split", *(["rating"] if plan.columns.rating else []))
+    rows = raw
     if config.min_rating is not None:
-        rows = rows.where(F.col("rating") >= config.min_rating).drop("rating")
-        dropped["below_min_rating"] = read["interactions"] - rows.count()
-    rows = rows.select("pos", "user", "item", "time", "split")
-    count = read["interactions"] - dropped.get("below_min_rating", 0)
-    if config.drop_duplicates:
-        first = F.min(F.struct("pos", "split"))
-        rows = rows.groupBy("user", "item", "time").agg(first.alias("first")).select("first.pos", "user", "item", "time", "first.split")
+        rows = rows.where(F.col("rating") >= config.min_rating)
+        dropped["below_min_rating"] = count - rows.count()
+        count -= dropped["below_min_rating"]
+    rows = rows.join(user_tokens, "user").join(item_tokens, "item").select("pos", "u", "i", "time", "split")
+    if config.drop_duplicates:  # the first position's file is the smallest: positions grow with the file
+        rows = rows.groupBy("u", "i", "time").agg(F.min("pos").alias("pos"), F.min("split").alias("split"))
     rows = rows.localCheckpoint()
     dropped["duplicates"] = count - rows.count()
     clock("rating filter and duplicates")
@@ -137,25 +162,24 @@ def prepare_spark(
     if count == 0:
         raise no_user_left(read["interactions"], sources, config, presplit)
 
-    items = kept.groupBy("item").count().join(item_first, "item")
-    items = _rank(items, [F.desc("count"), F.asc("first")], "item_id", offset=1).localCheckpoint()
-    users = kept.groupBy("user").agg(F.count("*").alias("length"), F.min("split").alias("low"), F.max("split").alias("high"))
-    users = _rank(users.join(user_first, "user"), [F.asc("first")], "user_index").localCheckpoint()
+    items = _rank(kept.groupBy("i").count(), [F.desc("count"), F.asc("i")], "item_id", offset=1)
+    users = kept.groupBy("u").agg(F.count("*").alias("length"), F.min("split").alias("low"), F.max("split").alias("high"))
+    users = _rank(users, [F.asc("u")], "user_index")
     num_users = users.count()
     clock("item ids and user indexes")
     if presplit:
-        mixed = users.where(F.col("low") != F.col("high")).orderBy("user_index").select("user").first()
+        mixed = users.where(F.col("low") != F.col("high")).orderBy("u").select("u").first()
         if mixed is not None:
-            raise mixed_split_user(mixed.user, sources)
+            raise mixed_split_user(user_tokens.where(F.col("u") == mixed.u).first().user, sources)
         users = users.withColumn("split", F.col("low"))
     else:
         num_train, num_valid = config.split_sizes(num_users)
         key = F.conv(F.substring(F.md5(F.concat(F.lit(f"{config.seed}:"), "user")), 1, 15), 16, 10).cast("long")
-        users = _rank(users.withColumn("key", key), [F.asc("key"), F.asc("user_index")], "order")
+        users = _rank(users.join(user_tokens, "u").withColumn("key", key), [F.asc("key"), F.asc("user_index")], "order")
         users = users.withColumn(
             "split", F.when(F.col("order") < num_train, 0).when(F.col("order") < num_train + num_valid, 1).otherwise(2)
         )
-    users = _rank(users, [F.asc("split"), F.asc("user_index")], "rank").localCheckpoint()
+    users = _rank(users.select("u", "user_index", "split"), [F.asc("split"), F.asc("user_index")], "rank")
     split_users = {
         row.split: (row.users, row.low)
         for row in users.groupBy("split").agg(F.count("*").alias("users"), F.min("rank").alias("low")).collect()
@@ -169,9 +193,9 @@ def prepare_spark(
 
     ordered = F.array_sort(F.collect_list(F.struct("time", "pos", "item_id")))
     sequences = (
-        kept.select("user", "item", "time", "pos").join(items.select("item", "item_id"), "item")
-        .join(users.select("user", "user_index", "split", "rank", "shard"), "user")
-        .groupBy("user_index", "split", "rank", "shard")
+        kept.select("u", "i", "time", "pos").repartition("u").join(items.select("i", "item_id"), "i")
+        .join(users.select("u", "user_index", "split", "rank", "shard"), "u")
+        .groupBy("u", "user_index", "split", "rank", "shard")
         .agg(F.transform(ordered, lambda row: row.item_id).alias("items"))
         .localCheckpoint()
     )
@@ -199,9 +223,9 @@ def prepare_spark(
         clock("shards (executors)")
         for code, name in enumerate(SPLIT_NAMES):
             write_index(tmp / name, entries.get(code, []))
-        item_tokens = items.orderBy("item_id").select(F.col("item").alias("token")).toArrow()["token"]
-        write_items(tmp, pa.chunked_array([[""], *item_tokens.cast(pa.string()).chunks], pa.string()), item_counts)
-        write_users(tmp, users.orderBy("user_index").select(F.col("user").alias("token")).toArrow()["token"])
+        item_vocabulary = items.join(item_tokens, "i").orderBy("item_id").select(F.col("item").alias("token")).toArrow()["token"]
+        write_items(tmp, pa.chunked_array([[""], *item_vocabulary.cast(pa.string()).chunks], pa.string()), item_counts)
+        write_users(tmp, users.join(user_tokens, "u").orderBy("user_index").select(F.col("user").alias("token")).toArrow()["token"])
         write_metadata(tmp, meta)
     clock("vocabularies and metadata (driver)")
     return meta
@@ -219,9 +243,10 @@ class _Clock:
         self.last = now
 
 
-def _read(spark: SparkSession, plan: LogPlan) -> DataFrame:
+def _read(spark: SparkSession, plan: LogPlan) -> tuple[DataFrame, int]:
     """The log's rows: ``pos`` (position in the log), ``user``, ``item``, ``time``, ``split`` (the
-    file's index) and ``rating`` when read; the first bad row is refused with its file and record."""
+    file's index) and ``rating`` when read, and their number; the first bad row is refused with
+    its file and record."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -264,13 +289,19 @@ def _read(spark: SparkSession, plan: LogPlan) -> DataFrame:
     raw = frames[0]
     for frame in frames[1:]:
         raw = raw.unionByName(frame, allowMissingColumns=True)
-    raw = raw.withColumn("pos", F.monotonically_increasing_id()).localCheckpoint()  # positions fixed once
-    _check_rows(raw, plan)
+    raw = raw.withColumn("pos", F.monotonically_increasing_id()).withColumn("_problem", _problem(plan))
+    details = [_CORRUPT, *(name for name in raw.columns if name.startswith("_text_"))]  # kept for bad rows only
+    raw = raw.select(
+        "pos", "split", columns.user, columns.item, *columns.numeric, "_problem",
+        *(F.when(F.col("_problem").isNotNull(), F.col(name)).alias(name) for name in details),
+    ).localCheckpoint()  # positions fixed once
+    count = _check_rows(raw, plan)
     time = F.col(columns.time) if columns.time else F.col("pos").cast("double")
-    return raw.select(
+    rows = raw.select(
         "pos", F.col(columns.user).alias("user"), F.col(columns.item).alias("item"), time.alias("time"), "split",
         *([F.col(columns.rating).alias("rating")] if columns.rating else []),
     )
+    return rows, count
 
 
 def _number(data_type: Any, name: str, path: Path) -> Column:
@@ -286,25 +317,37 @@ def _number(data_type: Any, name: str, path: Path) -> Column:
     raise DataError(f"{path}: field {name!r} must be numeric or a timestamp, got type {data_type.simpleString()}")
 
 
-def _check_rows(raw: DataFrame, plan: LogPlan) -> None:
-    """Refuses the first bad row (by position): a wrong field count, a null or empty id or one
-    holding a line break, a number that is not a finite number."""
+def _problem(plan: LogPlan) -> Column:
+    """What is wrong with a row, or null: a wrong field count, a null or empty id or one holding
+    a line break, a number that is not a finite number."""
     from pyspark.sql import functions as F
 
     columns = plan.columns
     problems = [(F.col(_CORRUPT).isNotNull(), "wrong_fields")]
-    problems += [(F.col(name).isNull() | F.col(name).rlike("^$|[\\r\\n]"), f"id:{name}") for name in (columns.user, columns.item)]
+    for name in (columns.user, columns.item):
+        value = F.col(name)
+        problems.append((value.isNull() | (value == "") | value.contains("\n") | value.contains("\r"), f"id:{name}"))
     for name in columns.numeric:
         value = F.col(name)
         problems.append((value.isNull() | F.isnan(value) | (F.abs(value) == float("inf")), f"number:{name}"))
-    problem = F.coalesce(*(F.when(condition, F.lit(label)) for condition, label in problems))
-    bad = raw.withColumn("_problem", problem).where(F.col("_problem").isNotNull()).orderBy("pos").first()
-    if bad is not None:
-        raise _bad_row(bad.asDict(), plan)
-    empty = {row.split for row in raw.groupBy("split").count().collect()}
+    return F.coalesce(*(F.when(condition, F.lit(label)) for condition, label in problems))
+
+
+def _check_rows(raw: DataFrame, plan: LogPlan) -> int:
+    """Refuses the first bad row (by position) and an empty file; the number of rows."""
+    from pyspark.sql import functions as F
+
+    files = raw.groupBy("split").agg(
+        F.count("*").alias("rows"), F.min(F.when(F.col("_problem").isNotNull(), F.col("pos"))).alias("bad")
+    ).collect()
+    bad = [row.bad for row in files if row.bad is not None]
+    if bad:
+        raise _bad_row(raw.where(F.col("pos") == min(bad)).first().asDict(), plan)
+    present = {row.split for row in files}
     for index, path in enumerate(plan.paths):
-        if index not in empty:
+        if index not in present:
             raise DataError(f"{path}: empty file, no interactions")
+    return sum(row.rows for row in files)
 
 
 def _bad_row(row: dict[str, Any], plan: LogPlan) -> DataError:
@@ -330,30 +373,40 @@ def _frequency_filter(rows: DataFrame, count: int, min_user: int, min_item: int,
     from pyspark.sql import functions as F
 
     while True:
-        users = rows.groupBy("user").count().where(F.col("count") >= min_user).select("user")
-        items = rows.groupBy("item").count().where(F.col("count") >= min_item).select("item")
-        kept = rows.join(users, "user", "left_semi").join(items, "item", "left_semi").localCheckpoint()
+        users = _small(rows.groupBy("u").count().where(F.col("count") >= min_user).select("u"))
+        items = _small(rows.groupBy("i").count().where(F.col("count") >= min_item).select("i"))
+        kept = rows.join(users, "u", "left_semi").join(items, "i", "left_semi").localCheckpoint()
         kept_count = kept.count()
+        users.unpersist()
+        items.unpersist()
         if not iterative or kept_count == count:
             return kept, kept_count
         rows, count = kept, kept_count
 
 
 def _rank(frame: DataFrame, order: list[Column], name: str, *, offset: int = 0) -> DataFrame:
-    """``frame`` with ``name``: each row's place in ``order`` (keys unique) plus ``offset``; each
-    range partition numbers its rows, then adds the sizes of the partitions before it."""
-    from pyspark.sql import Window
+    """``frame`` with ``name``: each row's place in ``order`` (keys unique) plus ``offset``. The
+    sorted rows are numbered in their range partition (``monotonically_increasing_id``: the
+    partition in the upper 31 bits, the row in the lower 33), plus the sizes of the partitions before."""
     from pyspark.sql import functions as F
 
-    ranged = frame.repartitionByRange(*order).withColumn("_part", F.spark_partition_id())
-    ranged = ranged.withColumn("_local", F.row_number().over(Window.partitionBy("_part").orderBy(*order))).localCheckpoint()
-    sizes = sorted(tuple(row) for row in ranged.groupBy("_part").count().collect())
-    starts, total = [], offset - 1
-    for part, size in sizes:
-        starts += [F.lit(part), F.lit(total)]
+    ranked = _small(frame.orderBy(*order).withColumn("_id", F.monotonically_increasing_id()))
+    part = F.shiftright("_id", 33)
+    sizes = sorted(tuple(row) for row in ranked.groupBy(part.alias("_part")).count().collect())
+    starts, total = [], offset
+    for index, size in sizes:
+        starts += [F.lit(index), F.lit(total)]
         total += size
-    start = F.element_at(F.create_map(*starts), F.col("_part")) if starts else F.lit(offset - 1)
-    return ranged.withColumn(name, start + F.col("_local")).drop("_part", "_local")
+    start = F.element_at(F.create_map(*starts), part) if starts else F.lit(offset)
+    return ranked.withColumn(name, start + F.col("_id") - F.shiftleft(part, 33)).drop("_id")
+
+
+def _small(frame: DataFrame) -> DataFrame:
+    """``frame`` (a table of users or items) computed once and cached: its measured size lets
+    Spark broadcast it to joins where it is small enough."""
+    frame = frame.persist()
+    frame.count()
+    return frame
 
 
 def _write_shards(sequences: DataFrame, directory: Path) -> dict[int, list[dict[str, Any]]]:

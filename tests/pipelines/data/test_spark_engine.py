@@ -21,7 +21,7 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("no Java for Spark", allow_module_level=True)
 
-from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session  # noqa: E402
+from tfcroloss.pipelines.data.spark_engine import local_settings, prepare_spark, spark_session  # noqa: E402
 
 # Ties in popularity and in time, a repeated row, users and items filtered out (as in
 # test_prepare's worked example), and one more user who keeps her rows.
@@ -58,6 +58,14 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def test_local_settings_scale_with_the_cores_and_yield_to_the_callers(spark):
+    assert local_settings("local[3]")["spark.sql.shuffle.partitions"] == "12"
+    assert local_settings("local")["spark.sql.shuffle.partitions"] == "4"
+    assert local_settings("local[*]")["spark.sql.adaptive.enabled"] == "true"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "3"  # the fixture's setting wins
+    assert spark.conf.get("spark.serializer") == "org.apache.spark.serializer.KryoSerializer"
 
 
 def files_of(path: Path) -> dict[str, bytes]:
