@@ -122,12 +122,30 @@ def prepare_spark(
 ) -> dict[str, Any]:
     """Prepare ``input_path`` (format ``fmt``) with ``spark`` into ``output``; returns the metadata.
 
-    ``timings``, when given, receives the seconds of each phase (each ends with a Spark action)."""
+    ``timings``, when given, receives the seconds of each phase (each ends with a Spark action);
+    the tables it caches are released when it ends."""
+    cached: list[DataFrame] = []
+    try:
+        return _prepare(spark, fmt, input_path, output, config or PrepareConfig(), overwrite,
+                        _Clock(timings if timings is not None else {}), cached, reader_options)
+    finally:
+        for frame in cached:
+            frame.unpersist()
+
+
+def _prepare(
+    spark: SparkSession,
+    fmt: str,
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    config: PrepareConfig,
+    overwrite: bool,
+    clock: _Clock,
+    cached: list[DataFrame],
+    reader_options: dict[str, Any],
+) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    clock = _Clock(timings if timings is not None else {})
-
-    config = config or PrepareConfig()
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; choose another --output or --overwrite")
@@ -140,8 +158,8 @@ def prepare_spark(
     min_user, min_item = config.min_counts(presplit)
     raw, count = _read(spark, plan)
     # tokens become codes (their first position) once; every later step shuffles numbers only
-    user_tokens = _small(raw.groupBy("user").agg(F.min("pos").alias("u")))
-    item_tokens = _small(raw.groupBy("item").agg(F.min("pos").alias("i")))
+    user_tokens = _small(raw.groupBy("user").agg(F.min("pos").alias("u")), cached)
+    item_tokens = _small(raw.groupBy("item").agg(F.min("pos").alias("i")), cached)
     read = {"interactions": count, "users": user_tokens.count(), "items": item_tokens.count()}
     clock("read, check and number the rows; first positions")
     dropped = {}
@@ -162,9 +180,9 @@ def prepare_spark(
     if count == 0:
         raise no_user_left(read["interactions"], sources, config, presplit)
 
-    items = _rank(kept.groupBy("i").count(), [F.desc("count"), F.asc("i")], "item_id", offset=1)
+    items = _rank(kept.groupBy("i").count(), [F.desc("count"), F.asc("i")], "item_id", cached, offset=1)
     users = kept.groupBy("u").agg(F.count("*").alias("length"), F.min("split").alias("low"), F.max("split").alias("high"))
-    users = _rank(users, [F.asc("u")], "user_index")
+    users = _rank(users, [F.asc("u")], "user_index", cached)
     num_users = users.count()
     clock("item ids and user indexes")
     if presplit:
@@ -175,11 +193,11 @@ def prepare_spark(
     else:
         num_train, num_valid = config.split_sizes(num_users)
         key = F.conv(F.substring(F.md5(F.concat(F.lit(f"{config.seed}:"), "user")), 1, 15), 16, 10).cast("long")
-        users = _rank(users.join(user_tokens, "u").withColumn("key", key), [F.asc("key"), F.asc("user_index")], "order")
+        users = _rank(users.join(user_tokens, "u").withColumn("key", key), [F.asc("key"), F.asc("user_index")], "order", cached)
         users = users.withColumn(
             "split", F.when(F.col("order") < num_train, 0).when(F.col("order") < num_train + num_valid, 1).otherwise(2)
         )
-    users = _rank(users.select("u", "user_index", "split"), [F.asc("split"), F.asc("user_index")], "rank")
+    users = _rank(users.select("u", "user_index", "split"), [F.asc("split"), F.asc("user_index")], "rank", cached)
     split_users = {
         row.split: (row.users, row.low)
         for row in users.groupBy("split").agg(F.count("*").alias("users"), F.min("rank").alias("low")).collect()
@@ -373,24 +391,25 @@ def _frequency_filter(rows: DataFrame, count: int, min_user: int, min_item: int,
     from pyspark.sql import functions as F
 
     while True:
-        users = _small(rows.groupBy("u").count().where(F.col("count") >= min_user).select("u"))
-        items = _small(rows.groupBy("i").count().where(F.col("count") >= min_item).select("i"))
+        sets: list[DataFrame] = []
+        users = _small(rows.groupBy("u").count().where(F.col("count") >= min_user).select("u"), sets)
+        items = _small(rows.groupBy("i").count().where(F.col("count") >= min_item).select("i"), sets)
         kept = rows.join(users, "u", "left_semi").join(items, "i", "left_semi").localCheckpoint()
         kept_count = kept.count()
-        users.unpersist()
-        items.unpersist()
+        for frame in sets:
+            frame.unpersist()
         if not iterative or kept_count == count:
             return kept, kept_count
         rows, count = kept, kept_count
 
 
-def _rank(frame: DataFrame, order: list[Column], name: str, *, offset: int = 0) -> DataFrame:
+def _rank(frame: DataFrame, order: list[Column], name: str, cached: list[DataFrame], *, offset: int = 0) -> DataFrame:
     """``frame`` with ``name``: each row's place in ``order`` (keys unique) plus ``offset``. The
     sorted rows are numbered in their range partition (``monotonically_increasing_id``: the
     partition in the upper 31 bits, the row in the lower 33), plus the sizes of the partitions before."""
     from pyspark.sql import functions as F
 
-    ranked = _small(frame.orderBy(*order).withColumn("_id", F.monotonically_increasing_id()))
+    ranked = _small(frame.orderBy(*order).withColumn("_id", F.monotonically_increasing_id()), cached)
     part = F.shiftright("_id", 33)
     sizes = sorted(tuple(row) for row in ranked.groupBy(part.alias("_part")).count().collect())
     starts, total = [], offset
@@ -401,10 +420,11 @@ def _rank(frame: DataFrame, order: list[Column], name: str, *, offset: int = 0) 
     return ranked.withColumn(name, start + F.col("_id") - F.shiftleft(part, 33)).drop("_id")
 
 
-def _small(frame: DataFrame) -> DataFrame:
-    """``frame`` (a table of users or items) computed once and cached: its measured size lets
-    Spark broadcast it to joins where it is small enough."""
+def _small(frame: DataFrame, cached: list[DataFrame]) -> DataFrame:
+    """``frame`` (a table of users or items) computed once and cached (added to ``cached``, to
+    release): its measured size lets Spark broadcast it to joins where it is small enough."""
     frame = frame.persist()
+    cached.append(frame)
     frame.count()
     return frame
 
