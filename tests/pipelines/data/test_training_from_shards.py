@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
-from tests.pipelines.training.test_distribute import TIMEOUT, _finish, _free_ports, _result, _start
+from tests.pipelines.training.test_distribute import _result, _train_on_loopback_cluster
 from tfcroloss.pipelines.data.dataset import PreparedDataset
 from tfcroloss.pipelines.data.prepare import PrepareConfig, prepare_file
 from tfcroloss.pipelines.data.synthetic import write_synthetic
@@ -61,24 +60,6 @@ def test_shards_train_like_the_in_memory_split(sharded, tmp_path, monkeypatch):
 
 def test_parameter_server_workers_train_from_their_shards(sharded, tmp_path):
     config = tiny_config(sharded, training={"max_steps": 6, "eval_every": 3, "strategy": "parameter_server"})
-    (tmp_path / "config.yaml").write_text(config.to_yaml())
-    chief, worker0, worker1, ps = (f"127.0.0.1:{port}" for port in _free_ports(4))
-    cluster = {"chief": [chief], "worker": [worker0, worker1], "ps": [ps]}
-    deadline = time.monotonic() + TIMEOUT
-    servers = [
-        _start("serve", str(tmp_path / "config.yaml"), tf_config={"cluster": cluster, "task": task})
-        for task in ({"type": "worker", "index": 0}, {"type": "worker", "index": 1}, {"type": "ps", "index": 0})
-    ]
-    try:
-        coordinator = _start(
-            "train", str(tmp_path / "config.yaml"), str(tmp_path / "run"), str(tmp_path / "weights.npz"),
-            tf_config={"cluster": cluster, "task": {"type": "chief", "index": 0}},
-        )
-        output = _finish(coordinator, deadline)
-    finally:
-        for server in servers:
-            server.kill()
-            server.communicate()
-    validations = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    output, validations = _train_on_loopback_cluster(config, tmp_path, workers=2, parameter_servers=1)
     assert [v["step"] for v in validations] == [3, 6], output[-3000:]
     assert _result(output)["steps"] == 6

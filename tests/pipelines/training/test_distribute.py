@@ -81,6 +81,31 @@ def _result(output: str) -> dict:
 # ----------------------------------------------------------------------------- in-process tests
 
 
+def _train_on_loopback_cluster(config, tmp_path, workers: int, parameter_servers: int) -> tuple[str, list[dict]]:
+    """``tfcroloss train`` as the chief of a parameter-server cluster on loopback (servers for the
+    workers and parameter servers in their own processes); the chief's output and its validations."""
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    ports = iter(f"127.0.0.1:{port}" for port in _free_ports(1 + workers + parameter_servers))
+    cluster = {"chief": [next(ports)], "worker": [next(ports) for _ in range(workers)],
+               "ps": [next(ports) for _ in range(parameter_servers)]}
+    deadline = time.monotonic() + TIMEOUT
+    tasks = [{"type": kind, "index": i} for kind in ("worker", "ps") for i in range(len(cluster[kind]))]
+    servers = [_start("serve", str(tmp_path / "config.yaml"), tf_config={"cluster": cluster, "task": task})
+               for task in tasks]
+    try:
+        coordinator = _start(
+            "train", str(tmp_path / "config.yaml"), str(tmp_path / "run"), str(tmp_path / "weights.npz"),
+            tf_config={"cluster": cluster, "task": {"type": "chief", "index": 0}},
+        )
+        output = _finish(coordinator, deadline)
+    finally:
+        for server in servers:
+            server.kill()
+            server.communicate()
+    validation = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
+    return output, [json.loads(line) for line in validation]
+
+
 def test_cluster_strategies_explain_a_missing_or_malformed_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(config_lib.ConfigError, match="needs the TF_CONFIG environment variable"):
@@ -170,33 +195,8 @@ def test_parameter_server_training_shards_the_item_table(tiny_dataset, tmp_path)
         model={"embedding_dim": 1024},
         training={"max_steps": 6, "eval_every": 3, "strategy": "parameter_server"},
     )
-    (tmp_path / "config.yaml").write_text(config.to_yaml())
-    chief, worker, ps0, ps1 = (f"127.0.0.1:{port}" for port in _free_ports(4))
-    cluster = {"chief": [chief], "worker": [worker], "ps": [ps0, ps1]}
-    deadline = time.monotonic() + TIMEOUT
-    servers = [
-        _start("serve", str(tmp_path / "config.yaml"), tf_config={"cluster": cluster, "task": task})
-        for task in (
-            {"type": "worker", "index": 0},
-            {"type": "ps", "index": 0},
-            {"type": "ps", "index": 1},
-        )
-    ]
-    try:
-        coordinator = _start(
-            "train",
-            str(tmp_path / "config.yaml"),
-            str(tmp_path / "run"),
-            str(tmp_path / "weights.npz"),
-            tf_config={"cluster": cluster, "task": {"type": "chief", "index": 0}},
-        )
-        output = _finish(coordinator, deadline)
-        result = _result(output)
-    finally:
-        for server in servers:
-            server.kill()
-            server.communicate()
-    validations = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    output, validations = _train_on_loopback_cluster(config, tmp_path, workers=1, parameter_servers=2)
+    result = _result(output)
     assert [v["step"] for v in validations] == [3, 6], output[-3000:]
     assert "training.optimizer adam: the parameter_server strategy shards the item table" in output  # one line
     rows = PreparedDataset.load(tiny_dataset).num_items + 1
