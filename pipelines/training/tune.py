@@ -7,8 +7,8 @@ Three phases, every one resumable from ``output`` (``docs/tune.md`` says why it 
    ``croloss`` over kernel, alpha (continuous, steps of 0.05) and the learning rate (log scale);
    study ``softmax``, the baseline, over the same learning-rate range. TPE samples (reseeded from
    the number of finished trials, so a resumed search asks what an uninterrupted one would have
-   asked); the first trial of each is the starting point: the rule of thumb's (kernel, alpha)
-   (``suggest``) and softmax, both at the config's rate. A run whose best validation Recall@N so
+   asked); the first trials are the starting points: the rule of thumb's alpha (``suggest``) with
+   each of ``RULE_KERNELS``, and softmax, all at the config's rate. A run whose best validation Recall@N so
    far is below the 25th percentile of the finished runs' at the same step (five of them at
    least), from half of its steps on, is pruned (``make_pruner``, fed from the run's ``validation.jsonl`` after every validation).
    ``budget`` CROLoss trials and
@@ -24,8 +24,8 @@ Three phases, every one resumable from ``output`` (``docs/tune.md`` says why it 
 
 ``budget_minutes`` bounds the training time of the whole tune, across resumes (each run's
 seconds are kept in its ``tune_run.json``): the search stops when what it spent plus what the
-seeds phase is expected to need would pass it; no run starts once it is spent, except the two
-starting points. A killed tune resumes: a trial that was running is told failed (it never
+seeds phase is expected to need would pass it; no run starts once it is spent, except each
+study's first trial. A killed tune resumes: a trial that was running is told failed (it never
 counts) and asked again with the same parameters, and its run resumes from its checkpoint.
 """
 
@@ -68,6 +68,9 @@ _clock = time.perf_counter
 ALPHA_AT_ONE = 1.1
 ALPHA_SLOPE = 0.4
 ALPHA_MIN, ALPHA_MAX = 0.6, 2.0
+# The kernels the rule's alpha was fitted on. Which of them wins depends on the data (softplus on
+# MovieLens 100K at N = 10 and 50, sigmoid on NowPlaying at every N), so the search starts from each.
+RULE_KERNELS = ("softplus", "sigmoid")
 
 
 def suggest(n: int, num_items: int, negatives: int) -> tuple[str, float]:
@@ -384,7 +387,8 @@ class _Search:
                     f"{self.output} holds a tune of other settings ({', '.join(changed)} differ); "
                     "give another --output, or the same settings to resume it")
             if not study.trials:
-                self._enqueue(study, self._starting_point(name, suggestion))
+                for params in self._starting_points(name, suggestion):
+                    self._enqueue(study, params)
             study.set_user_attr("settings", self.settings.to_dict())
             for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # never counts
@@ -400,17 +404,18 @@ class _Search:
         if all(trial.system_attrs.get("fixed_params") != params for trial in waiting):
             study.enqueue_trial(params)
 
-    def _starting_point(self, name: str, suggestion: tuple[str, float]) -> dict[str, Any]:
+    def _starting_points(self, name: str, suggestion: tuple[str, float]) -> list[dict[str, Any]]:
+        """Softmax at the config's rate (inside the range); CROLoss with the rule's alpha and each of
+        ``RULE_KERNELS`` that ``--kernels`` allows (its first kernel if none), at that rate."""
         low, high = self.settings.rate_range
         rate = self.base.training.learning_rate
         params: dict[str, Any] = {"learning_rate": rate if low <= rate <= high else math.sqrt(low * high)}
-        if name == "croloss":
-            kernel, alpha = suggestion
-            low, high = self.settings.alpha_range
-            steps = round((min(high, max(low, alpha)) - low) / ALPHA_STEP)
-            params = {"kernel": kernel if kernel in self.settings.kernels else self.settings.kernels[0],
-                      "alpha": round(low + steps * ALPHA_STEP, 6), **params}
-        return params
+        if name == "softmax":
+            return [params]
+        low, high = self.settings.alpha_range
+        alpha = round(low + round((min(high, max(low, suggestion[1])) - low) / ALPHA_STEP) * ALPHA_STEP, 6)
+        kernels = [kernel for kernel in RULE_KERNELS if kernel in self.settings.kernels] or self.settings.kernels[:1]
+        return [{"kernel": kernel, "alpha": alpha, **params} for kernel in kernels]
 
     def _trials(self, name: str, *states: str) -> list[Any]:
         import optuna
@@ -419,8 +424,8 @@ class _Search:
         return self.studies[name].get_trials(deepcopy=False, states=wanted)
 
     def _plan(self) -> list[str]:
-        """The studies' trials in the order they run: both starting points, then the rest of each
-        spread evenly through the search."""
+        """The studies' trials in the order they run: both studies' first trials, then the rest of
+        each spread evenly through the search."""
         cro, ce = self.budget, baseline_budget(self.budget)
         rest = sorted([(i / cro, "croloss") for i in range(1, cro)] + [(j / ce, "softmax") for j in range(1, ce)])
         return ["croloss", "softmax"] + [name for _, name in rest]
@@ -594,8 +599,9 @@ def tune_markdown(report: dict[str, Any]) -> str:
     else:
         lines.append(f"No finalist is tied with the recommendation on validation Recall@{n} (paired intervals below).")
     suggested = report["suggested"]
-    lines += ["", f"Recommended run config: `recommended.yaml`. Rule of thumb (the search's first trial): "
-              f"{suggested['kernel']}, alpha {suggested['alpha']:g}.", "",
+    starts = [k for k in RULE_KERNELS if k in report["settings"]["kernels"]] or report["settings"]["kernels"][:1]
+    lines += ["", f"Recommended run config: `recommended.yaml`. Rule of thumb's alpha (the search's first trials, "
+              f"with {' and '.join(starts)}): {suggested['alpha']:g}.", "",
               f"## Test Recall@N, recommended vs softmax CE ({report['recommended']['seeds']} and "
               f"{report['softmax']['seeds']} seeds)", ""]
     rows = [[f"{m}", f"{100 * report['recommended']['test'][f'recall@{m}']:.2f}",

@@ -127,8 +127,10 @@ def test_search_with_the_baseline_the_rule_first_pruning_and_seeds(fake, base, t
     cro = [r for r in rows if r[0] == "croloss"]
     ce = [r for r in rows if r[0] == "softmax"]
     assert len(cro) == 9 and len(ce) == tune.baseline_budget(9)  # the run budget, and the baseline always
-    kernel, alpha = tune.suggest(10, 60, negatives=64)
-    assert cro[0][2] == {"kernel": kernel, "alpha": alpha, "learning_rate": 0.01}  # the rule of thumb first
+    _, alpha = tune.suggest(10, 60, negatives=64)
+    # the rule of thumb's alpha first, with each kernel it was fitted on
+    assert [params for _, _, params in cro[:2]] == [{"kernel": kernel, "alpha": alpha, "learning_rate": 0.01}
+                                                     for kernel in tune.RULE_KERNELS]
     assert ce[0][2] == {"learning_rate": 0.01}
     assert any(state == "PRUNED" for _, state, _ in rows)
     assert report["compute"]["pruned"] == sum(state == "PRUNED" for _, state, _ in rows)
