@@ -163,6 +163,16 @@ def test_search_with_the_baseline_the_rule_first_pruning_and_seeds(fake, base, t
     assert "ETA" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("kernels", "starts"), [(("sigmoid", "exponential"), ["sigmoid"]),
+                                                 (("exponential",), ["exponential"])])
+def test_the_search_starts_from_the_rule_kernels_that_kernels_allows(fake, base, tmp_path, kernels, starts):
+    tune.tune(base, 10, tmp_path / "t", num_items=60, budget=2, seeds=1, kernels=kernels)
+    _, alpha = tune.suggest(10, 60, negatives=64)
+    first = [params for name, _, params in searched(tmp_path / "t") if name == "croloss"][:len(starts)]
+    assert first == [{"kernel": kernel, "alpha": alpha, "learning_rate": 0.01} for kernel in starts]
+    assert f"with {starts[0]}): {alpha:g}" in (tmp_path / "t" / "tune.md").read_text()
+
+
 def test_the_pruner_stops_a_hopeless_run_not_one_close_behind_the_leader(tmp_path):
     """Nothing is pruned before five runs have finished (the first, at 0.05 validation Recall@10, is
     kept); then, with finished runs at 0.05 and 0.27-0.30, a run that ends at 0.275 (below their median) is never pruned
