@@ -12,7 +12,9 @@ preparation slower or bigger (with ``--engine spark``, the baseline's Spark engi
 With ``--engine spark`` the sides are the NumPy engine and the Spark engine (``local[N]``, N =
 the machine's cores) on the plain log, stored under ``MODE-spark``; peak memory is then the
 largest sum of the RSS of the child and all its descendants (the JVM included), sampled every
-0.2 s, for both sides, and the Spark side reports the seconds of each phase of its job.
+0.2 s, for both sides, and the Spark side reports the seconds of each phase of its job and its
+peak scratch disk: the largest sampled (``du``, every 2 s) size of its work directory
+(``OUTPUT.spark-work``) plus its ``spark.local.dir`` (``OUTPUT.spark-local``).
 
     python -m benchmarks.bench_prepare --quick   # a tenth of Taobao (8.5M), about a minute
     python -m benchmarks.bench_prepare           # Taobao size (85M interactions)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -42,6 +46,7 @@ from tfcroloss.pipelines.data.synthetic import PRESETS, write_synthetic
 from tfcroloss.pipelines.provenance import git_commit
 
 RESULTS = Path(__file__).parent / "results" / "prepare.json"
+SPARK_SCRATCH = (".spark-work", ".spark-local")  # beside the output: the engine's work directory, spark.local.dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,26 +85,35 @@ def main(argv: list[str] | None = None) -> int:
             sides = {"prepare": (log, _current_env(), None), "prepare_gzip": (compressed, _current_env(), None)}
         if args.baseline_src:
             sides["prepare_baseline"] = (log, _baseline_env(args.baseline_src, workdir), spark if args.engine == "spark" else None)
-        runs: dict[str, list[tuple[float, int, dict]]] = {name: [] for name in sides}
+        runs: dict[str, list[tuple[float, int, dict, int]]] = {name: [] for name in sides}
         for round_number in range(args.rounds):
             for name, (source, env, child) in sides.items():
                 output = workdir / f"prepared-{name}-{round_number}"
                 command = None if child is None else [*child, str(source), str(output), args.spark_memory]
-                runs[name].append(_prepare(source, output, env, command, tree=args.engine == "spark"))
-                shutil.rmtree(output)
+                scratch = [] if child is None else [output.with_name(output.name + ending) for ending in SPARK_SCRATCH]
+                runs[name].append(_prepare(source, output, env, command, tree=args.engine == "spark", scratch=scratch))
+                for path in [output, *scratch]:
+                    shutil.rmtree(path, ignore_errors=True)
         for name, measured in runs.items():
-            seconds = statistics.median(s for s, _, _ in measured)
-            extra = {"phases_each": [phases for _, _, phases in measured]} if measured[0][2] else {}
-            results.append(_result(name, mode, count, seconds, max(peak for _, peak, _ in measured),
+            seconds = statistics.median(s for s, _, _, _ in measured)
+            extra = {"phases_each": [phases for _, _, phases, _ in measured]} if measured[0][2] else {}
+            if sides[name][2] is not None:
+                extra["peak_scratch_gb_each"] = [round(disk / 2**30, 2) for _, _, _, disk in measured]
+                extra["peak_scratch_bytes_per_line"] = round(max(disk for _, _, _, disk in measured) / count, 1)
+            results.append(_result(name, mode, count, seconds, max(peak for _, peak, _, _ in measured),
                                    input_bytes=sides[name][0].stat().st_size,
-                                   seconds_each=[round(s, 2) for s, _, _ in measured], **extra))
+                                   seconds_each=[round(s, 2) for s, _, _, _ in measured], **extra))
             print(json.dumps(results[-1]), flush=True)
         if args.engine == "spark":
             numpy_runs, spark_runs = runs["prepare"], runs["prepare_spark"]
             results.append({"benchmark": "spark_over_numpy", "mode": mode, "spark_memory": args.spark_memory,
                             "time_ratio_each_round": [round(b[0] / a[0], 2) for a, b in zip(numpy_runs, spark_runs, strict=True)],
-                            "peak_memory_ratio": round(max(p for _, p, _ in spark_runs) / max(p for _, p, _ in numpy_runs), 2)})
+                            "peak_memory_ratio": round(max(r[1] for r in spark_runs) / max(r[1] for r in numpy_runs), 2)})
             print(json.dumps(results[-1]), flush=True)
+            if args.baseline_src:
+                results.append({"benchmark": "spark_over_baseline", "mode": mode,
+                                "time_ratio_each_round": [round(a[0] / b[0], 2) for a, b in zip(spark_runs, runs["prepare_baseline"], strict=True)]})
+                print(json.dumps(results[-1]), flush=True)
     _store(mode, results, baseline=git_commit(args.baseline_src) if args.baseline_src else None)
     return 0
 
@@ -132,16 +146,18 @@ def _baseline_env(source: Path, workdir: Path) -> dict[str, str]:
 
 
 def _prepare(
-    source: Path, output: Path, env: dict[str, str], command: list[str] | None, *, tree: bool
-) -> tuple[float, int, dict]:
-    """Seconds, peak memory (bytes) and phase timings (Spark) of one preparation in a child
-    process: ``tfcroloss prepare``, or ``command``. Peak memory is the child's peak RSS, or with
-    ``tree`` the largest sampled sum over the child and its descendants."""
+    source: Path, output: Path, env: dict[str, str], command: list[str] | None, *, tree: bool, scratch: list[Path]
+) -> tuple[float, int, dict, int]:
+    """Seconds, peak memory (bytes), phase timings (Spark) and peak disk use of ``scratch``
+    (bytes) of one preparation in a child process: ``tfcroloss prepare``, or ``command``. Peak
+    memory is the child's peak RSS, or with ``tree`` the largest sampled sum over the child and
+    its descendants."""
     command = command or [sys.executable, "-m", "tfcroloss.pipelines.cli", "prepare", "--format", "comirec",
                           "--input", str(source), "--output", str(output)]
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    sampler = _TreeMemory(process.pid) if tree else None
+    sampler = _Peak(functools.partial(_tree_rss, process.pid), 0.2) if tree else None
+    disk = _Peak(functools.partial(_disk, scratch), 2.0)
     stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
@@ -150,36 +166,21 @@ def _prepare(
         raise RuntimeError(f"{' '.join(command)} failed with status {process.returncode}")
     peak = sampler.stop() if sampler else usage.ru_maxrss * 1024
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    return seconds, peak, json.loads(lines[-1]) if lines else {}
+    return seconds, peak, json.loads(lines[-1]) if lines else {}, disk.stop()
 
 
-class _TreeMemory:
-    """Samples the summed RSS of a process and its descendants (from /proc) in a thread."""
+class _Peak:
+    """The largest value of ``sample()``, called every ``interval`` seconds in a thread."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self.running = pid, 0, True
+    def __init__(self, sample: Callable[[], int], interval: float) -> None:
+        self.sample, self.interval, self.peak, self.running = sample, interval, 0, True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
         while self.running:
-            parents, rss = {}, {}
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    try:
-                        fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                        rss[int(entry)] = int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
-                    except (OSError, IndexError, ValueError):
-                        continue
-                    parents.setdefault(int(fields[1]), []).append(int(entry))
-            tree, todo = 0, [self.pid]
-            while todo:
-                pid = todo.pop()
-                tree += rss.get(pid, 0)
-                todo += parents.get(pid, [])
-            self.peak = max(self.peak, tree)
-            time.sleep(0.2)
+            self.peak = max(self.peak, self.sample())
+            time.sleep(self.interval)
 
     def stop(self) -> int:
         self.running = False
@@ -187,12 +188,41 @@ class _TreeMemory:
         return self.peak
 
 
+def _disk(paths: list[Path]) -> int:
+    """The disk used under those of ``paths`` that exist (``du``)."""
+    present = [str(path) for path in paths if path.exists()]
+    if not present:
+        return 0
+    lines = subprocess.run(["du", "-s", "-c", "-B1", *present], capture_output=True, text=True).stdout.splitlines()
+    return int(lines[-1].split()[0]) if lines else 0
+
+
+def _tree_rss(pid: int) -> int:
+    """The summed RSS of process ``pid`` and its descendants (from /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                rss[int(entry)] = int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = 0, [pid]
+    while todo:
+        pid = todo.pop()
+        tree += rss.get(pid, 0)
+        todo += parents.get(pid, [])
+    return tree
+
+
 def _spark_child(log: str, output: str, memory: str) -> int:
     """The Spark side: ``prepare --engine spark`` on ``local[cores]``, printing its phases."""
     from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
 
     start = time.perf_counter()
-    conf = {"spark.ui.enabled": "false", "spark.local.dir": str(Path(output).parent)}
+    conf = {"spark.ui.enabled": "false", "spark.local.dir": output + SPARK_SCRATCH[1]}
     if memory != "default":
         conf["spark.driver.memory"] = memory
     spark = spark_session(f"local[{os.cpu_count()}]", conf)

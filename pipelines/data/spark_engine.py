@@ -14,10 +14,13 @@ rule is stated on positions and counts so that no step needs the whole log in on
 - ranks are computed per range partition plus the partition's offset (``_rank``).
 
 Users and items become numbers once, the position of their first row, so every later shuffle
-moves numbers, not tokens. Tables of the log's size are local checkpoints (computed once,
-positions and partitions fixed, cut from their lineage); tables of users or items are cached,
-so Spark knows their size and broadcasts them to joins where they are small. In ``local[N]``,
-``local_settings`` sizes the session to the machine.
+moves numbers, not tokens. Each table of the log's size (the numbered log, the rows after
+duplicates, after each filter pass, the sequences) and each token, item and user table is
+written as Parquet in a work directory (``_Work``) and read back: computed once, positions
+fixed, cut from its lineage, and still there after a kill, so a re-run goes on from the first
+unfinished phase; each log-size table is removed as soon as no later phase reads it, so at most
+two exist at once. Tables of users or items are also cached, so Spark broadcasts them to joins
+where they are small. In ``local[N]``, ``local_settings`` sizes the session to the machine.
 
 The shards are written by the executors with ``shards.write_shard`` into the output directory,
 which every executor must be able to write (a local path under ``local[N]``, a shared file system
@@ -27,11 +30,13 @@ metadata. Reading checks every row and names the file and the record of the firs
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +64,8 @@ if TYPE_CHECKING:
 
 SPARK_COMPRESSIONS = {"gzip": ".gz", "bz2": ".bz2"}  # what Spark decompresses, found by the ending
 _CORRUPT = "_corrupt_record"
+WORK_SUFFIX = ".spark-work"  # the default work directory: the output's name with this ending
+WORK_VERSION = 1  # the layout of the work directory; a work directory of another version starts afresh
 
 
 def spark_session(master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
@@ -118,26 +125,42 @@ def prepare_spark(
     config: PrepareConfig | None = None,
     overwrite: bool = False,
     timings: dict[str, float] | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
     **reader_options: Any,
 ) -> dict[str, Any]:
     """Prepare ``input_path`` (format ``fmt``) with ``spark`` into ``output``; returns the metadata.
 
+    The tables of the log's size and the token tables are stored as Parquet in ``work_dir``
+    (default: ``<output>.spark-work``, beside the output, so on the file system every executor
+    sees), each beside a marker holding the counts found on it: the same call after a kill goes
+    on from the first unfinished phase. The work directory records what it was made from (the
+    input files' sizes and times, the format, reader options and settings); another input or
+    setting starts afresh. It is removed once ``output`` is complete, or when the input is refused.
+
     ``timings``, when given, receives the seconds of each phase (each ends with a Spark action);
     the tables it caches are released when it ends."""
+    output = Path(output)
+    work = Path(work_dir) if work_dir is not None else output.with_name(output.name + WORK_SUFFIX)
     cached: list[DataFrame] = []
     try:
-        return _prepare(spark, fmt, input_path, output, config or PrepareConfig(), overwrite,
+        meta = _prepare(spark, fmt, input_path, output, work, config or PrepareConfig(), overwrite,
                         _Clock(timings if timings is not None else {}), cached, reader_options)
+    except DataError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     finally:
         for frame in cached:
             frame.unpersist()
+    shutil.rmtree(work)
+    return meta
 
 
 def _prepare(
     spark: SparkSession,
     fmt: str,
     input_path: str | os.PathLike[str],
-    output: str | os.PathLike[str],
+    output: Path,
+    work_path: Path,
     config: PrepareConfig,
     overwrite: bool,
     clock: _Clock,
@@ -146,107 +169,220 @@ def _prepare(
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; choose another --output or --overwrite")
     check_writable(output)
+    check_writable(work_path)
     plan = plan_log(fmt, input_path, **reader_options)
     if config.min_rating is not None and plan.columns.rating is None:
         raise DataError(NO_RATING_COLUMN)
     sources = [str(path) for path in plan.paths]
     presplit = len(plan.paths) > 1
     min_user, min_item = config.min_counts(presplit)
-    raw, count = _read(spark, plan)
+    recorded = settings(config, {"format": fmt, **reader_options}, presplit)
+    work = _Work(spark, work_path, {
+        "version": WORK_VERSION,
+        "sources": [[source, path.stat().st_size, path.stat().st_mtime_ns] for source, path in zip(sources, plan.paths, strict=True)],
+        "settings": recorded,
+    })
+    read = {"interactions": work.table("log", lambda: _numbered_log(spark, plan), lambda log: {"rows": _check_rows(log, plan)})["rows"]}
+
+    def log() -> DataFrame:
+        return _rows(work.frame("log"), plan)
+
     # tokens become codes (their first position) once; every later step shuffles numbers only
-    user_tokens = _small(raw.groupBy("user").agg(F.min("pos").alias("u")), cached)
-    item_tokens = _small(raw.groupBy("item").agg(F.min("pos").alias("i")), cached)
-    read = {"interactions": count, "users": user_tokens.count(), "items": item_tokens.count()}
+    for name, column, code in (("users", "user", "u"), ("items", "item", "i")):
+        read[name] = work.table(f"{name}_tokens", lambda column=column, code=code: log().groupBy(column).agg(F.min("pos").alias(code)), _count)["rows"]
+    user_tokens, item_tokens = (_small(work.frame(f"{name}_tokens"), cached) for name in ("users", "items"))
     clock("read, check and number the rows; first positions")
+
+    def coded() -> DataFrame:
+        rows = log()
+        if config.min_rating is not None:
+            rows = rows.where(F.col("rating") >= config.min_rating)
+        rows = rows.join(user_tokens, "user").join(item_tokens, "item").select("pos", "u", "i", "time", "split")
+        if config.drop_duplicates:  # the first position's file is the smallest: positions grow with the file
+            rows = rows.groupBy("u", "i", "time").agg(F.min("pos").alias("pos"), F.min("split").alias("split"))
+        return rows
+
+    def rated(rows: DataFrame) -> dict[str, int]:
+        counts = _count(rows)
+        if config.min_rating is not None:
+            counts["rated"] = log().where(F.col("rating") >= config.min_rating).count()
+        return counts
+
+    stored = work.table("rows", coded, rated)
+    work.release("log")
     dropped = {}
-    rows = raw
+    count = read["interactions"]
     if config.min_rating is not None:
-        rows = rows.where(F.col("rating") >= config.min_rating)
-        dropped["below_min_rating"] = count - rows.count()
+        dropped["below_min_rating"] = count - stored["rated"]
         count -= dropped["below_min_rating"]
-    rows = rows.join(user_tokens, "user").join(item_tokens, "item").select("pos", "u", "i", "time", "split")
-    if config.drop_duplicates:  # the first position's file is the smallest: positions grow with the file
-        rows = rows.groupBy("u", "i", "time").agg(F.min("pos").alias("pos"), F.min("split").alias("split"))
-    rows = rows.localCheckpoint()
-    dropped["duplicates"] = count - rows.count()
+    dropped["duplicates"] = count - stored["rows"]
     clock("rating filter and duplicates")
-    kept, count = _frequency_filter(rows, count - dropped["duplicates"], min_user, min_item, config.iterative_filter)
+    kept_name, count = _frequency_filter(work, "rows", stored["rows"], min_user, min_item, config.iterative_filter)
     dropped["filtered_interactions"] = read["interactions"] - sum(dropped.values()) - count
     clock("user and item filter")
     if count == 0:
         raise no_user_left(read["interactions"], sources, config, presplit)
 
-    items = _rank(kept.groupBy("i").count(), [F.desc("count"), F.asc("i")], "item_id", cached, offset=1)
+    def kept() -> DataFrame:
+        return work.frame(kept_name)
+
+    num_items = work.table(
+        "items", lambda: _rank(kept().groupBy("i").count(), [F.desc("count"), F.asc("i")], "item_id", cached, offset=1).select("i", "item_id"), _count
+    )["rows"]
+    clock("item ids and user indexes")
+    found = work.table("users", lambda: _split(kept(), user_tokens, config, presplit, sources, cached), _split_counts)
+    num_users, split_users = found["rows"], {split: users for split, users in found["splits"]}
+    clock("split")
+    if split_users.get(0, 0) == 0:
+        raise no_training_user(num_users, config)
+
+    def sequences() -> DataFrame:
+        ordered = F.array_sort(F.collect_list(F.struct("time", "pos", "item_id")))
+        return (
+            kept().select("u", "i", "time", "pos").repartition("u").join(work.frame("items"), "i")
+            .join(work.frame("users"), "u")
+            .groupBy("u", "user_index", "split", "rank", "shard")
+            .agg(F.transform(ordered, lambda row: row.item_id).alias("items"))
+        )
+
+    def sizes(frame: DataFrame) -> dict[str, Any]:
+        return {
+            "interactions": [list(row) for row in frame.groupBy("split").agg(F.sum(F.size("items"))).collect()],
+            "short": frame.where((F.col("split") == 0) & (F.size("items") < config.min_cut + 1)).count(),
+        }
+
+    found = work.table("sequences", sequences, sizes)
+    work.release(kept_name)
+    interactions = dict(found["interactions"])
+    work.table(
+        "train_counts",
+        lambda: work.frame("sequences").where(F.col("split") == 0).select(F.explode("items").alias("item_id")).groupBy("item_id").count(),
+        _count,
+    )
+    item_counts = np.zeros(num_items + 1, np.int64)
+    counts = work.frame("train_counts").toArrow()
+    item_counts[counts["item_id"].to_numpy()] = counts["count"].to_numpy()
+    clock("sequences and counts")
+    meta = metadata(
+        read=read,
+        splits={name: (split_users.get(code, 0), int(interactions.get(code, 0))) for code, name in enumerate(SPLIT_NAMES)},
+        num_items=num_items,
+        num_users=num_users,
+        dropped=dropped,
+        train_users_without_cut=found["short"],
+        settings=recorded,
+        sources=sources,
+    )
+    with atomic_directory(output, overwrite=overwrite) as tmp:
+        for name in SPLIT_NAMES:
+            (tmp / name).mkdir()
+        entries = _write_shards(work.frame("sequences"), tmp)
+        clock("shards (executors)")
+        for code, name in enumerate(SPLIT_NAMES):
+            write_index(tmp / name, entries.get(code, []))
+        items = work.frame("items").join(item_tokens, "i").orderBy("item_id").select(F.col("item").alias("token")).toArrow()["token"]
+        write_items(tmp, pa.chunked_array([[""], *items.cast(pa.string()).chunks], pa.string()), item_counts)
+        write_users(tmp, work.frame("users").join(user_tokens, "u").orderBy("user_index").select(F.col("user").alias("token")).toArrow()["token"])
+        write_metadata(tmp, meta)
+    clock("vocabularies and metadata (driver)")
+    return meta
+
+
+def _split(kept: DataFrame, user_tokens: DataFrame, config: PrepareConfig, presplit: bool, sources: list[str],
+           cached: list[DataFrame]) -> DataFrame:
+    """The kept users: ``u``, ``user_index``, ``split``, ``rank`` (the place in the split) and ``shard``."""
+    from pyspark.sql import functions as F
+
     users = kept.groupBy("u").agg(F.count("*").alias("length"), F.min("split").alias("low"), F.max("split").alias("high"))
     users = _rank(users, [F.asc("u")], "user_index", cached)
-    num_users = users.count()
-    clock("item ids and user indexes")
     if presplit:
         mixed = users.where(F.col("low") != F.col("high")).orderBy("u").select("u").first()
         if mixed is not None:
             raise mixed_split_user(user_tokens.where(F.col("u") == mixed.u).first().user, sources)
         users = users.withColumn("split", F.col("low"))
     else:
-        num_train, num_valid = config.split_sizes(num_users)
+        num_train, num_valid = config.split_sizes(users.count())
         key = F.conv(F.substring(F.md5(F.concat(F.lit(f"{config.seed}:"), "user")), 1, 15), 16, 10).cast("long")
         users = _rank(users.join(user_tokens, "u").withColumn("key", key), [F.asc("key"), F.asc("user_index")], "order", cached)
         users = users.withColumn(
             "split", F.when(F.col("order") < num_train, 0).when(F.col("order") < num_train + num_valid, 1).otherwise(2)
         )
     users = _rank(users.select("u", "user_index", "split"), [F.asc("split"), F.asc("user_index")], "rank", cached)
-    split_users = {
-        row.split: (row.users, row.low)
-        for row in users.groupBy("split").agg(F.count("*").alias("users"), F.min("rank").alias("low")).collect()
-    }
-    clock("split")
-    if split_users.get(0, (0, 0))[0] == 0:
-        raise no_training_user(num_users, config)
-    users = users.withColumn(
-        "rank", F.col("rank") - F.element_at(F.create_map(*[F.lit(x) for s, (_, low) in split_users.items() for x in (s, low)]), F.col("split"))
-    ).withColumn("shard", (F.col("rank") / config.users_per_shard).cast("long"))
+    lows = [F.lit(x) for row in users.groupBy("split").agg(F.min("rank").alias("low")).collect() for x in row]
+    return users.withColumn("rank", F.col("rank") - F.element_at(F.create_map(*lows), F.col("split"))).withColumn(
+        "shard", (F.col("rank") / config.users_per_shard).cast("long")
+    )
 
-    ordered = F.array_sort(F.collect_list(F.struct("time", "pos", "item_id")))
-    sequences = (
-        kept.select("u", "i", "time", "pos").repartition("u").join(items.select("i", "item_id"), "i")
-        .join(users.select("u", "user_index", "split", "rank", "shard"), "u")
-        .groupBy("u", "user_index", "split", "rank", "shard")
-        .agg(F.transform(ordered, lambda row: row.item_id).alias("items"))
-        .localCheckpoint()
-    )
-    interactions = dict(sequences.groupBy("split").agg(F.sum(F.size("items"))).collect())
-    item_counts = np.zeros(int(items.count()) + 1, np.int64)
-    train_counts = sequences.where(F.col("split") == 0).select(F.explode("items").alias("item_id")).groupBy("item_id").count()
-    counts = train_counts.toArrow()
-    item_counts[counts["item_id"].to_numpy()] = counts["count"].to_numpy()
-    short = sequences.where((F.col("split") == 0) & (F.size("items") < config.min_cut + 1)).count()
-    clock("sequences and counts")
-    meta = metadata(
-        read=read,
-        splits={name: (split_users.get(code, (0, 0))[0], int(interactions.get(code, 0))) for code, name in enumerate(SPLIT_NAMES)},
-        num_items=item_counts.size - 1,
-        num_users=num_users,
-        dropped=dropped,
-        train_users_without_cut=short,
-        settings=settings(config, {"format": fmt, **reader_options}, presplit),
-        sources=sources,
-    )
-    with atomic_directory(output, overwrite=overwrite) as tmp:
-        for name in SPLIT_NAMES:
-            (tmp / name).mkdir()
-        entries = _write_shards(sequences, tmp)
-        clock("shards (executors)")
-        for code, name in enumerate(SPLIT_NAMES):
-            write_index(tmp / name, entries.get(code, []))
-        item_vocabulary = items.join(item_tokens, "i").orderBy("item_id").select(F.col("item").alias("token")).toArrow()["token"]
-        write_items(tmp, pa.chunked_array([[""], *item_vocabulary.cast(pa.string()).chunks], pa.string()), item_counts)
-        write_users(tmp, users.join(user_tokens, "u").orderBy("user_index").select(F.col("user").alias("token")).toArrow()["token"])
-        write_metadata(tmp, meta)
-    clock("vocabularies and metadata (driver)")
-    return meta
+
+def _count(frame: DataFrame) -> dict[str, int]:
+    return {"rows": frame.count()}
+
+
+def _split_counts(users: DataFrame) -> dict[str, Any]:
+    return {"rows": users.count(), "splits": [list(row) for row in users.groupBy("split").count().collect()]}
+
+
+class _Work:
+    """The work directory of one preparation: ``made_from.json`` (what it was made from) and each
+    stored table ``NAME/`` (Parquet) beside ``NAME.json``, written once the table is complete and
+    kept after the table is released, with the counts found on the table."""
+
+    def __init__(self, spark: SparkSession, path: Path, made_from: dict[str, Any]) -> None:
+        self.spark, self.path = spark, path
+        made_from = json.loads(json.dumps(made_from, default=str))
+        record = path / "made_from.json"
+        if path.exists():
+            reason = _other_origin(json.loads(record.read_text()) if record.is_file() else None, made_from)
+            if reason:
+                print(f"{path}: {reason}; starting afresh", file=sys.stderr, flush=True)
+                shutil.rmtree(path)
+        if not path.exists():
+            path.mkdir(parents=True)
+            _write_json(record, made_from)
+
+    def table(self, name: str, make: Callable[[], DataFrame], measure: Callable[[DataFrame], dict[str, Any]]) -> dict[str, Any]:
+        """The counts ``measure`` found on table ``name``; the table is made and stored first unless
+        a finished one is there."""
+        marker = self.path / f"{name}.json"
+        if marker.is_file():
+            return json.loads(marker.read_text())
+        shutil.rmtree(self.path / name, ignore_errors=True)
+        make().write.parquet(str(self.path / name))
+        counts = measure(self.frame(name))
+        _write_json(marker, counts)
+        return counts
+
+    def frame(self, name: str) -> DataFrame:
+        return self.spark.read.parquet(str(self.path / name))
+
+    def release(self, name: str) -> None:
+        """Removes table ``name`` (its marker stays): no later phase reads it."""
+        shutil.rmtree(self.path / name, ignore_errors=True)
+
+
+def _other_origin(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+    """Why a work directory made from ``old`` cannot go on for ``new``, or None."""
+    if old is None:
+        return "no record of what it was made from"
+    if old.get("version") != new["version"]:
+        return f"made by work directory version {old.get('version')}, this engine writes {new['version']}"
+    if old.get("sources") != new["sources"]:
+        changed = [entry[0] for entry in new["sources"] if entry not in old.get("sources", [])]
+        return f"made from other input ({', '.join(changed) or 'other files'}: another size or time)"
+    changed = {key for key in {*old["settings"], *new["settings"]} if old["settings"].get(key) != new["settings"].get(key)}
+    if changed:
+        return "made with other settings (" + ", ".join(
+            f"{key}: {old['settings'].get(key)!r} -> {new['settings'].get(key)!r}" for key in sorted(changed)) + ")"
+    return None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 class _Clock:
@@ -261,10 +397,10 @@ class _Clock:
         self.last = now
 
 
-def _read(spark: SparkSession, plan: LogPlan) -> tuple[DataFrame, int]:
-    """The log's rows: ``pos`` (position in the log), ``user``, ``item``, ``time``, ``split`` (the
-    file's index) and ``rating`` when read, and their number; the first bad row is refused with
-    its file and record."""
+def _numbered_log(spark: SparkSession, plan: LogPlan) -> DataFrame:
+    """The log's rows as read: ``pos`` (position in the log), ``split`` (the file's index), the
+    id and number columns, ``_problem`` (what is wrong with the row, or null) and, for bad rows
+    only, the texts that name them."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -309,17 +445,23 @@ def _read(spark: SparkSession, plan: LogPlan) -> tuple[DataFrame, int]:
         raw = raw.unionByName(frame, allowMissingColumns=True)
     raw = raw.withColumn("pos", F.monotonically_increasing_id()).withColumn("_problem", _problem(plan))
     details = [_CORRUPT, *(name for name in raw.columns if name.startswith("_text_"))]  # kept for bad rows only
-    raw = raw.select(
+    return raw.select(
         "pos", "split", columns.user, columns.item, *columns.numeric, "_problem",
         *(F.when(F.col("_problem").isNotNull(), F.col(name)).alias(name) for name in details),
-    ).localCheckpoint()  # positions fixed once
-    count = _check_rows(raw, plan)
+    )
+
+
+def _rows(log: DataFrame, plan: LogPlan) -> DataFrame:
+    """The checked log's ``pos``, ``user``, ``item``, ``time`` (the position without timestamps),
+    ``split`` and ``rating`` when read."""
+    from pyspark.sql import functions as F
+
+    columns = plan.columns
     time = F.col(columns.time) if columns.time else F.col("pos").cast("double")
-    rows = raw.select(
+    return log.select(
         "pos", F.col(columns.user).alias("user"), F.col(columns.item).alias("item"), time.alias("time"), "split",
         *([F.col(columns.rating).alias("rating")] if columns.rating else []),
     )
-    return rows, count
 
 
 def _number(data_type: Any, name: str, path: Path) -> Column:
@@ -385,22 +527,31 @@ def _bad_row(row: dict[str, Any], plan: LogPlan) -> DataError:
     return DataError(f"{record}: field {name!r} must be a finite number, got {text if text is not None else row[name]!r}")
 
 
-def _frequency_filter(rows: DataFrame, count: int, min_user: int, min_item: int, iterative: bool) -> tuple[DataFrame, int]:
-    """The rows whose user and item both have enough rows (counted on the same rows), repeated
-    until nothing changes when ``iterative``; and how many are left."""
-    from pyspark.sql import functions as F
-
-    while True:
-        sets: list[DataFrame] = []
-        users = _small(rows.groupBy("u").count().where(F.col("count") >= min_user).select("u"), sets)
-        items = _small(rows.groupBy("i").count().where(F.col("count") >= min_item).select("i"), sets)
-        kept = rows.join(users, "u", "left_semi").join(items, "i", "left_semi").localCheckpoint()
-        kept_count = kept.count()
+def _frequency_filter(work: _Work, source: str, count: int, min_user: int, min_item: int, iterative: bool) -> tuple[str, int]:
+    """The stored table (``kept-N``) of the rows of ``source`` whose user and item both have
+    enough rows (counted on the same rows), repeated until nothing changes when ``iterative``;
+    and how many rows it holds. Each pass releases the table it read."""
+    number = 0
+    while True:  # until a pass keeps every row, or once
+        number += 1
+        name, sets = f"kept-{number}", []
+        kept = work.table(name, functools.partial(_filter_pass, work, source, min_user, min_item, sets), _count)["rows"]
         for frame in sets:
             frame.unpersist()
-        if not iterative or kept_count == count:
-            return kept, kept_count
-        rows, count = kept, kept_count
+        work.release(source)
+        if not iterative or kept == count:
+            return name, kept
+        source, count = name, kept
+
+
+def _filter_pass(work: _Work, source: str, min_user: int, min_item: int, sets: list[DataFrame]) -> DataFrame:
+    """The rows of ``source`` whose user and item both have enough rows in it."""
+    from pyspark.sql import functions as F
+
+    rows = work.frame(source)
+    users = _small(rows.groupBy("u").count().where(F.col("count") >= min_user).select("u"), sets)
+    items = _small(rows.groupBy("i").count().where(F.col("count") >= min_item).select("i"), sets)
+    return rows.join(users, "u", "left_semi").join(items, "i", "left_semi")
 
 
 def _rank(frame: DataFrame, order: list[Column], name: str, cached: list[DataFrame], *, offset: int = 0) -> DataFrame:

@@ -6,6 +6,7 @@ are split in many small partitions, so positions run across partitions as on a l
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import lzma
 import shutil
@@ -21,6 +22,7 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("no Java for Spark", allow_module_level=True)
 
+from tfcroloss.pipelines.data import spark_engine  # noqa: E402
 from tfcroloss.pipelines.data.spark_engine import local_settings, prepare_spark, spark_session  # noqa: E402
 
 # Ties in popularity and in time, a repeated row, users and items filtered out (as in
@@ -80,6 +82,7 @@ def assert_same(spark, tmp_path, fmt, source, config, **options):
     for name, data in numpy_files.items():
         assert spark_files[name] == data, name
     assert metadata == expected.metadata
+    assert not (tmp_path / "spark.spark-work").exists()  # the work directory goes once the output is complete
     return expected
 
 
@@ -126,6 +129,7 @@ def test_bad_records_are_named(spark, tmp_path, content, message):
     with pytest.raises(DataError, match=message):
         prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out.spark-work").exists()
 
 
 def test_a_compression_spark_cannot_read_is_named(spark, tmp_path):
@@ -133,3 +137,61 @@ def test_a_compression_spark_cannot_read_is_named(spark, tmp_path):
         out.write(EXAMPLE)
     with pytest.raises(DataError, match=r"log.txt.xz: xz-compressed; --engine spark reads gzip named \*.gz"):
         prepare_spark(spark, "comirec", tmp_path / "log.txt.xz", tmp_path / "out")
+
+
+def counted(monkeypatch, name, *, fail_at=None):
+    """Replaces ``spark_engine.NAME`` by a wrapper recording each call's arguments, which raises
+    (a kill) at call number ``fail_at``."""
+    calls, function = [], getattr(spark_engine, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == fail_at:
+            raise RuntimeError("killed")
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(spark_engine, name, wrapper)
+    return calls
+
+
+def test_a_run_killed_in_a_filter_pass_goes_on_from_there(spark, tmp_path, monkeypatch):
+    write_synthetic(tmp_path / "log.txt", "tiny", seed=2)
+    config = PrepareConfig(min_user_count=6, min_item_count=6, iterative_filter=True, users_per_shard=16)
+    prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "whole", config=config)
+    passes = counted(monkeypatch, "_filter_pass", fail_at=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark", config=config)
+    work = tmp_path / "spark.spark-work"
+    assert not (tmp_path / "spark").exists()
+    assert {path.name for path in work.iterdir()} == {"made_from.json", "log.json", "users_tokens", "users_tokens.json",
+                                                      "items_tokens", "items_tokens.json", "rows.json", "kept-1", "kept-1.json"}
+    logs, passes = counted(monkeypatch, "_numbered_log"), counted(monkeypatch, "_filter_pass")
+    assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt", config)
+    assert logs == [] and passes and all(source != "rows" for _, source, *_ in passes)  # the first pass was not redone
+    assert files_of(tmp_path / "spark") == files_of(tmp_path / "whole")
+
+
+def test_another_setting_or_input_starts_afresh(spark, tmp_path, monkeypatch, capsys):
+    (tmp_path / "log.txt").write_text(EXAMPLE)
+    config = PrepareConfig(min_user_count=3, min_item_count=2, users_per_shard=1, train_fraction=0.5)
+    counted(monkeypatch, "_filter_pass", fail_at=1)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark", config=config)
+    logs = counted(monkeypatch, "_numbered_log")
+    capsys.readouterr()
+    assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt", dataclasses.replace(config, seed=7))
+    assert capsys.readouterr().err == (
+        f"{tmp_path / 'spark.spark-work'}: made with other settings (seed: {config.seed} -> 7); starting afresh\n"
+    )
+    assert len(logs) == 1
+
+    counted(monkeypatch, "_filter_pass", fail_at=1)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "b" / "spark", config=config)
+    with open(tmp_path / "log.txt", "a") as log:
+        log.write("erin,q,5\n")
+    capsys.readouterr()
+    assert_same(spark, tmp_path / "b", "comirec", tmp_path / "log.txt", config)
+    assert capsys.readouterr().err == (
+        f"{tmp_path / 'b' / 'spark.spark-work'}: made from other input ({tmp_path / 'log.txt'}: another size or time); starting afresh\n"
+    )
