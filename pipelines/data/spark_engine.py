@@ -170,7 +170,8 @@ def _prepare(
     from pyspark.sql import functions as F
 
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; choose another --output or --overwrite")
+        left = f" (which goes on from {work_path}, left by an earlier run)" if work_path.exists() else ""
+        raise FileExistsError(f"{output} already exists; choose another --output or --overwrite{left}")
     check_writable(output)
     check_writable(work_path)
     plan = plan_log(fmt, input_path, **reader_options)

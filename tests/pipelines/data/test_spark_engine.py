@@ -195,3 +195,14 @@ def test_another_setting_or_input_starts_afresh(spark, tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == (
         f"{tmp_path / 'b' / 'spark.spark-work'}: made from other input ({tmp_path / 'log.txt'}: another size or time); starting afresh\n"
     )
+
+
+def test_an_existing_output_names_the_work_directory_left_beside_it(spark, tmp_path):
+    """A run killed after publishing its output (or one with --overwrite) leaves the work directory."""
+    (tmp_path / "log.txt").write_text(EXAMPLE)
+    (tmp_path / "spark").mkdir()
+    with pytest.raises(FileExistsError, match="already exists; choose another --output or --overwrite$"):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark")
+    (tmp_path / "spark.spark-work").mkdir()
+    with pytest.raises(FileExistsError, match=r"or --overwrite \(which goes on from .*spark\.spark-work, left by an earlier run\)"):
+        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark")
