@@ -145,7 +145,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
 
         spark = spark_session(args.spark_master, dict(args.spark_conf))
-        meta = prepare_spark(spark, args.fmt, args.input, args.output, config=config, overwrite=args.overwrite, **options)
+        meta = prepare_spark(spark, args.fmt, args.input, args.output, config=config, overwrite=args.overwrite,
+                             progress=lambda line: print(f"spark: {line}", flush=True), **options)
     else:
         meta = prepare_file(args.fmt, args.input, args.output, config=config, overwrite=args.overwrite, **options).metadata
     read, dropped = meta["read"], meta["dropped"]

@@ -101,7 +101,7 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
 def local_settings(master: str) -> dict[str, str]:
     """Settings for ``local[N]`` (one JVM holds the driver and the executors): half of the
     machine's memory as heap, a few shuffle partitions per core (adaptive execution merges small
-    ones and broadcasts small join sides), Kryo, Arrow. ``--spark-conf`` overrides each."""
+    ones and broadcasts small join sides), Kryo, zstd for shuffle files, Arrow. ``--spark-conf`` overrides each."""
     threads = master.partition("[")[2].split(",")[0].rstrip("]")  # local, local[N], local[*], local[N,F]
     cores = 1 if "[" not in master else (os.cpu_count() or 1) if threads == "*" else int(threads)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -111,6 +111,7 @@ def local_settings(master: str) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.autoBroadcastJoinThreshold": "64m",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.io.compression.codec": "zstd",  # shuffle files and spills: less scratch disk than lz4's
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
     }
@@ -125,6 +126,7 @@ def prepare_spark(
     config: PrepareConfig | None = None,
     overwrite: bool = False,
     timings: dict[str, float] | None = None,
+    progress: Callable[[str], None] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     **reader_options: Any,
 ) -> dict[str, Any]:
@@ -138,13 +140,14 @@ def prepare_spark(
     setting starts afresh. It is removed once ``output`` is complete, or when the input is refused.
 
     ``timings``, when given, receives the seconds of each phase (each ends with a Spark action);
-    the tables it caches are released when it ends."""
+    ``progress``, a line as each phase ends (its name and seconds). The tables it caches are
+    released when it ends."""
     output = Path(output)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + WORK_SUFFIX)
     cached: list[DataFrame] = []
     try:
         meta = _prepare(spark, fmt, input_path, output, work, config or PrepareConfig(), overwrite,
-                        _Clock(timings if timings is not None else {}), cached, reader_options)
+                        _Clock(timings if timings is not None else {}, progress), cached, reader_options)
     except DataError:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -351,7 +354,7 @@ class _Work:
         if marker.is_file():
             return json.loads(marker.read_text())
         shutil.rmtree(self.path / name, ignore_errors=True)
-        make().write.parquet(str(self.path / name))
+        make().write.option("compression", "zstd").parquet(str(self.path / name))  # smaller than snappy's
         counts = measure(self.frame(name))
         _write_json(marker, counts)
         return counts
@@ -387,15 +390,17 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 class _Clock:
-    """Records the seconds since the previous call under each phase's name."""
+    """Records the seconds since the previous call under each phase's name (and tells ``progress``)."""
 
-    def __init__(self, timings: dict[str, float]) -> None:
-        self.timings, self.last = timings, time.perf_counter()
+    def __init__(self, timings: dict[str, float], progress: Callable[[str], None] | None = None) -> None:
+        self.timings, self.progress, self.last = timings, progress, time.perf_counter()
 
     def __call__(self, phase: str) -> None:
         now = time.perf_counter()
         self.timings[phase] = round(now - self.last, 2)
         self.last = now
+        if self.progress is not None:
+            self.progress(f"{phase}: {self.timings[phase]:.1f} s")
 
 
 def _numbered_log(spark: SparkSession, plan: LogPlan) -> DataFrame:

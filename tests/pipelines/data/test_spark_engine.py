@@ -12,6 +12,7 @@ import lzma
 import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tfcroloss.pipelines.data import DataError
@@ -68,6 +69,7 @@ def test_local_settings_scale_with_the_cores_and_yield_to_the_callers(spark):
     assert local_settings("local[*]")["spark.sql.adaptive.enabled"] == "true"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "3"  # the fixture's setting wins
     assert spark.conf.get("spark.serializer") == "org.apache.spark.serializer.KryoSerializer"
+    assert spark.conf.get("spark.io.compression.codec") == "zstd"
 
 
 def files_of(path: Path) -> dict[str, bytes]:
@@ -165,6 +167,9 @@ def test_a_run_killed_in_a_filter_pass_goes_on_from_there(spark, tmp_path, monke
     assert not (tmp_path / "spark").exists()
     assert {path.name for path in work.iterdir()} == {"made_from.json", "log.json", "users_tokens", "users_tokens.json",
                                                       "items_tokens", "items_tokens.json", "rows.json", "kept-1", "kept-1.json"}
+    stored = [pq.ParquetFile(path).metadata for path in (work / "kept-1").glob("*.parquet")]
+    assert {m.row_group(g).column(c).compression for m in stored for g in range(m.num_row_groups)
+            for c in range(m.num_columns)} == {"ZSTD"}
     logs, passes = counted(monkeypatch, "_numbered_log"), counted(monkeypatch, "_filter_pass")
     assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt", config)
     assert logs == [] and passes and all(source != "rows" for _, source, *_ in passes)  # the first pass was not redone
@@ -206,3 +211,17 @@ def test_an_existing_output_names_the_work_directory_left_beside_it(spark, tmp_p
     (tmp_path / "spark.spark-work").mkdir()
     with pytest.raises(FileExistsError, match=r"or --overwrite \(which goes on from .*spark\.spark-work, left by an earlier run\)"):
         prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark")
+
+
+def test_the_command_prints_each_phase_and_writes_the_numpy_result(spark, tmp_path, capsys):
+    from tfcroloss.pipelines import cli
+
+    (tmp_path / "log.txt").write_text(EXAMPLE)
+    common = ["--format", "comirec", "--input", str(tmp_path / "log.txt"), "--min-user-count", "3", "--min-item-count", "2"]
+    assert cli.main(["prepare", *common, "--output", str(tmp_path / "numpy")]) == 0
+    capsys.readouterr()
+    assert cli.main(["prepare", "--engine", "spark", "--spark-master", "local[2]", *common, "--output", str(tmp_path / "spark")]) == 0
+    phases = [line.split(": ")[1] for line in capsys.readouterr().out.splitlines() if line.startswith("spark: ")]
+    assert phases[0] == "read, check and number the rows; first positions" and phases[-1] == "vocabularies and metadata (driver)"
+    assert len(phases) == 8
+    assert files_of(tmp_path / "spark") == files_of(tmp_path / "numpy")
