@@ -2,9 +2,9 @@
 # Issue 23: a log of ~3x the NumPy engine's in-memory limit, prepared by Spark local[2] on one machine
 # (docs/data.md, "Plan for a log of 1.1 billion lines"): LINES=1.1e9 D=/work/large bash benchmarks/large_log_run.sh
 # Resumable: run again after a kill (a session's end); each step is skipped once done, and prepare goes on
-# from its last finished phase (its work directory /work/large/prepared.spark-work).
+# from its last finished phase (its work directory D/prepared.spark-work).
 set -u
-cd /work/main
+cd "$(dirname "$0")/.."
 export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2
 LINES=${LINES:-1.1e9}
 D=${D:-/work/large}  # the log, its scratch and the output go here
