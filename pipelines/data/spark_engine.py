@@ -57,7 +57,7 @@ from tfcroloss.pipelines.data.prepare import (
 )
 from tfcroloss.pipelines.data.readers import COMPRESSIONS, LogPlan, compression_of, plan_log
 from tfcroloss.pipelines.data.shards import shard_name, write_index, write_shard
-from tfcroloss.pipelines.files import atomic_directory, check_writable
+from tfcroloss.pipelines.files import atomic_directory, atomic_write_text, check_writable
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -345,7 +345,7 @@ class _Work:
                 shutil.rmtree(path)
         if not path.exists():
             path.mkdir(parents=True)
-            _write_json(record, made_from)
+            atomic_write_text(record, json.dumps(made_from))
 
     def table(self, name: str, make: Callable[[], DataFrame], measure: Callable[[DataFrame], dict[str, Any]]) -> dict[str, Any]:
         """The counts ``measure`` found on table ``name``; the table is made and stored first unless
@@ -356,7 +356,7 @@ class _Work:
         shutil.rmtree(self.path / name, ignore_errors=True)
         make().write.option("compression", "zstd").parquet(str(self.path / name))  # smaller than snappy's
         counts = measure(self.frame(name))
-        _write_json(marker, counts)
+        atomic_write_text(marker, json.dumps(counts))  # synced: a marker outlives a lost machine
         return counts
 
     def frame(self, name: str) -> DataFrame:
@@ -381,12 +381,6 @@ def _other_origin(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None
         return "made with other settings (" + ", ".join(
             f"{key}: {old['settings'].get(key)!r} -> {new['settings'].get(key)!r}" for key in sorted(changed)) + ")"
     return None
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
 
 
 class _Clock:
