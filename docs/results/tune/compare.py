@@ -9,13 +9,16 @@ compared user by user with tune's pick. Runs go under ``runs/tune/grid-best/`` (
 finished run is reused whatever code made it, and ``results.json`` names the code of every run
 the comparison rests on).
 
-    .venv/bin/python docs/results/tune/compare.py [--tunes runs/tune] [--out docs/results/tune]
+    .venv/bin/python docs/results/tune/compare.py [--tunes runs/tune] [--out docs/results/tune] [--data ml-100k] [--seeds 3]
 
 ``--tunes``: the folder holding the tunes (``<data>-n<N>``, README.md says how they ran);
-``--out``: where their reports and ``results.json`` go.
+``--out``: where their reports and ``results.json`` go; ``--seeds``: test seeds per side (the
+grid's seeds first, then the next integers). Seeds beyond the tune's own are trained for the
+pick and tuned CE from their tune runs' configs, under ``runs/tune/more-seeds/`` (resumable).
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -26,6 +29,7 @@ import numpy as np
 import yaml
 
 from tfcroloss.pipelines.provenance import code_identity, provenance
+from tfcroloss.pipelines.training import config as config_lib
 from tfcroloss.pipelines.training import experiment_spec
 from tfcroloss.pipelines.training.evaluate import read_per_user
 from tfcroloss.pipelines.training.experiment import run_directory, train_or_reuse
@@ -73,18 +77,35 @@ def tune_runs(output, candidate):
         if loss["name"] == candidate["loss"] and same and abs(lr - candidate["learning_rate"]) < 1e-12:
             if (path.parent / "per_user.npz").exists():
                 found[config["training"]["seed"]] = path.parent
-    return [found[s] for s in sorted(found)]
+    return found
+
+
+def with_seeds(found, seeds, root, label, code, what):
+    """``found`` (seed -> run directory of one configuration) for ``seeds``: a missing seed is
+    trained from the configuration of a seed it has, under ``root`` (reused once finished)."""
+    template = config_lib.load(next(iter(found.values())) / "config.yaml")
+    dirs = []
+    for seed in seeds:
+        if seed not in found:
+            config = dataclasses.replace(template, training=dataclasses.replace(template.training, seed=seed))
+            found[seed] = run_directory(root, label, config)
+            train_or_reuse(config, found[seed], code=code, reuse_other_code=True, what=f"{what} seed {seed}")
+        dirs.append(found[seed])
+    return dirs
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tunes", type=Path, default=ROOT / "runs/tune", help="the tunes' folder")
     parser.add_argument("--out", type=Path, default=HERE, help="where the reports and results.json go")
+    parser.add_argument("--data", nargs="+", choices=list(GRIDS), default=list(GRIDS), help="the data sets to compare on")
+    parser.add_argument("--seeds", type=int, default=3, help="test seeds per side (default: the grid's three)")
     args = parser.parse_args()
     code = code_identity()
     rows = []
-    for data, grid_file in GRIDS.items():
-        spec = experiment_spec.load(ROOT / grid_file)
+    for data in args.data:
+        spec = experiment_spec.load(ROOT / GRIDS[data])
+        seeds = [*spec.seeds[:args.seeds], *range(max(spec.seeds) + 1, max(spec.seeds) + 1 + args.seeds - len(spec.seeds))]
         results, _ = read_results(ROOT / spec.output / "results.json")
         space = {label: r for label, r in results.items() if in_tune_space(r["loss"])}
         for n in NS:
@@ -100,14 +121,17 @@ def main():
             metric = f"recall@{n}"
             label = max(space, key=lambda lb, m=metric: space[lb]["mean"][m])
             grid_dirs = []
-            for seed in spec.seeds:
+            for seed in seeds:
                 config = experiment_spec.variant_config(spec.base, spec.variants[label], spec.overrides, source=label)
                 config.training.learning_rate, config.training.seed = space[label]["learning_rate"], seed
                 run_dir = run_directory(ROOT / "runs/tune/grid-best" / data, label, config)
                 train_or_reuse(config, run_dir, code=code, reuse_other_code=True, what=f"{data} {label} seed {seed}")
                 grid_dirs.append(run_dir)
-            picked = tune_runs(output, report["recommended"]["candidate"])
-            softmax = tune_runs(output, report["softmax"]["candidate"])
+            more = ROOT / "runs/tune/more-seeds" / data
+            picked, softmax = (
+                with_seeds(tune_runs(output, report[role]["candidate"]), seeds, more, report[role]["label"], code, f"{data} {report[role]['label']}")
+                for role in ("recommended", "softmax")
+            )
             ours, grid, ce = (per_user_of(d, metric) for d in (picked, grid_dirs, softmax))
             rows.append({
                 "data": data, "n": n, "tune_pick": report["recommended"]["label"], "tune_seeds": len(picked),
