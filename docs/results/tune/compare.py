@@ -2,14 +2,15 @@
 tune's pick (3 seeds) against the full grid's best configuration and against the softmax CE that
 tune tuned, with paired bootstrap intervals over test users and seeds, and the compute of each.
 
-The full grids are the committed experiments (``GRIDS``); their best configuration at each N
-(among the configurations tune can pick: softmax CE and CROLoss with the sigmoid, softplus or
-exponential kernel) is trained again here with the same seeds and the current code, so that it is
-compared user by user with tune's pick. Runs go under ``runs/tune/grid-best/`` (resumable; a
+The full grids are the committed experiments (``GRIDS``); their best configuration on test at each
+N (among the configurations tune can pick: softmax CE and CROLoss with the sigmoid, softplus or
+exponential kernel), and the one the grid would pick by its own validation (seed 1), are trained
+again here with the same seeds and the current code, so that they are compared user by user with
+tune's pick. Runs go under ``runs/tune/grid-best/`` (resumable; a
 finished run is reused whatever code made it, and ``results.json`` names the code of every run
 the comparison rests on).
 
-    .venv/bin/python docs/results/tune/compare.py [--tunes runs/tune] [--out docs/results/tune] [--data ml-100k] [--seeds 3]
+    .venv/bin/python docs/results/tune/compare.py [--tunes runs/tune] [--out docs/results/tune] [--data ml-100k] [--n 10] [--seeds 3]
 
 ``--tunes``: the folder holding the tunes (``<data>-n<N>``, README.md says how they ran);
 ``--out``: where their reports and ``results.json`` go; ``--seeds``: test seeds per side (the
@@ -80,6 +81,17 @@ def tune_runs(output, candidate):
     return found
 
 
+def grid_runs(spec, space, data, label, seeds, code):
+    """The run directories of the grid's variant ``label`` at its rate, one per seed (trained if missing)."""
+    dirs = []
+    for seed in seeds:
+        config = experiment_spec.variant_config(spec.base, spec.variants[label], spec.overrides, source=label)
+        config.training.learning_rate, config.training.seed = space[label]["learning_rate"], seed
+        dirs.append(run_directory(ROOT / "runs/tune/grid-best" / data, label, config))
+        train_or_reuse(config, dirs[-1], code=code, reuse_other_code=True, what=f"{data} {label} seed {seed}")
+    return dirs
+
+
 def with_seeds(found, seeds, root, label, code, what):
     """``found`` (seed -> run directory of one configuration) for ``seeds``: a missing seed is
     trained from the configuration of a seed it has, under ``root`` (reused once finished)."""
@@ -99,6 +111,7 @@ def main():
     parser.add_argument("--tunes", type=Path, default=ROOT / "runs/tune", help="the tunes' folder")
     parser.add_argument("--out", type=Path, default=HERE, help="where the reports and results.json go")
     parser.add_argument("--data", nargs="+", choices=list(GRIDS), default=list(GRIDS), help="the data sets to compare on")
+    parser.add_argument("--n", nargs="+", type=int, choices=NS, default=list(NS), help="the target Ns to compare at")
     parser.add_argument("--seeds", type=int, default=3, help="test seeds per side (default: the grid's three)")
     args = parser.parse_args()
     code = code_identity()
@@ -108,7 +121,7 @@ def main():
         seeds = [*spec.seeds[:args.seeds], *range(max(spec.seeds) + 1, max(spec.seeds) + 1 + args.seeds - len(spec.seeds))]
         results, _ = read_results(ROOT / spec.output / "results.json")
         space = {label: r for label, r in results.items() if in_tune_space(r["loss"])}
-        for n in NS:
+        for n in args.n:
             output = args.tunes / f"{data}-n{n}"
             if not (output / "tune.json").exists():
                 print(f"{data} N={n}: no tune.json yet in {output}", file=sys.stderr)
@@ -120,43 +133,45 @@ def main():
                 shutil.copyfile(output / name, kept / name)
             metric = f"recall@{n}"
             label = max(space, key=lambda lb, m=metric: space[lb]["mean"][m])
-            grid_dirs = []
-            for seed in seeds:
-                config = experiment_spec.variant_config(spec.base, spec.variants[label], spec.overrides, source=label)
-                config.training.learning_rate, config.training.seed = space[label]["learning_rate"], seed
-                run_dir = run_directory(ROOT / "runs/tune/grid-best" / data, label, config)
-                train_or_reuse(config, run_dir, code=code, reuse_other_code=True, what=f"{data} {label} seed {seed}")
-                grid_dirs.append(run_dir)
+            # what the full grid would recommend by its own validation (seed 1, each variant at its rate)
+            by_validation = max(space, key=lambda lb, m=metric: space[lb]["validation"][m])
+            grid_dirs, validation_dirs = (grid_runs(spec, space, data, lb, seeds, code) for lb in (label, by_validation))
             more = ROOT / "runs/tune/more-seeds" / data
             picked, softmax = (
                 with_seeds(tune_runs(output, report[role]["candidate"]), seeds, more, report[role]["label"], code, f"{data} {report[role]['label']}")
                 for role in ("recommended", "softmax")
             )
-            ours, grid, ce = (per_user_of(d, metric) for d in (picked, grid_dirs, softmax))
+            ours, grid, grid_validated, ce = (per_user_of(d, metric) for d in (picked, grid_dirs, validation_dirs, softmax))
             rows.append({
                 "data": data, "n": n, "tune_pick": report["recommended"]["label"], "tune_seeds": len(picked),
                 "tune_test": float(ours.mean()),
                 "grid_best": label, "grid_best_lr": space[label]["learning_rate"],
                 "grid_best_committed_test": space[label]["mean"][metric], "grid_best_rerun_test": float(grid.mean()),
+                "grid_validation_pick": by_validation, "grid_validation_pick_lr": space[by_validation]["learning_rate"],
+                "grid_validation_pick_test": float(grid_validated.mean()),
                 "tuned_ce": report["softmax"]["label"], "tuned_ce_test": float(ce.mean()),
                 "tune_vs_grid_best": paired_bootstrap(ours, grid).to_dict(),
+                "tune_vs_grid_validation_pick": paired_bootstrap(ours, grid_validated).to_dict(),
                 "tune_vs_tuned_ce": paired_bootstrap(ours, ce).to_dict(),
                 "tune_compute": report["compute"],
                 "tune_full_run_equivalents": report["compute"]["steps"] / spec.base.training.max_steps,
                 "grid_runs": grid_compute(results), "grid_runs_in_tune_space": grid_compute(space),
                 "tied_with_pick": [t["label"] for t in report["tied_with_recommended"]],
-                "runs_made_by": made_by([*picked, *grid_dirs, *softmax]),
+                "runs_made_by": made_by([*picked, *grid_dirs, *validation_dirs, *softmax]),
             })
     made = {**provenance(), **code, "load_average_1_5_15_min": os.getloadavg()}
     (args.out / "results.json").write_text(json.dumps({"provenance": made, "rows": rows}, indent=2) + "\n")
-    print("| data | N | tune's pick (seeds) | test R@N | grid's best (lr), rerun | test R@N | pick vs grid best | "
+    print("| data | N | tune's pick (seeds) | test R@N | grid's best on test (lr), rerun | test R@N | pick vs grid best | "
+          "grid's pick on validation (lr) | test R@N | pick vs it | "
           "tuned CE | test R@N | pick vs tuned CE | tune compute: runs (pruned), full-run equiv. | grid runs |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        versus_grid, versus_ce = (paired_bootstrap_text(r[k]) for k in ("tune_vs_grid_best", "tune_vs_tuned_ce"))
+        versus_grid, versus_validated, versus_ce = (
+            paired_bootstrap_text(r[k]) for k in ("tune_vs_grid_best", "tune_vs_grid_validation_pick", "tune_vs_tuned_ce"))
         print(f"| {r['data']} | {r['n']} | {r['tune_pick']} ({r['tune_seeds']}) | {100 * r['tune_test']:.2f} | "
               f"{r['grid_best']} ({r['grid_best_lr']:g}) | {100 * r['grid_best_rerun_test']:.2f} "
-              f"(committed {100 * r['grid_best_committed_test']:.2f}) | {versus_grid} | {r['tuned_ce']} | "
+              f"(committed {100 * r['grid_best_committed_test']:.2f}) | {versus_grid} | "
+              f"{r['grid_validation_pick']} ({r['grid_validation_pick_lr']:g}) | {100 * r['grid_validation_pick_test']:.2f} | {versus_validated} | {r['tuned_ce']} | "
               f"{100 * r['tuned_ce_test']:.2f} | {versus_ce} | {r['tune_compute']['runs']} "
               f"({r['tune_compute']['pruned']}), {r['tune_full_run_equivalents']:.1f} | {r['grid_runs']} |")
 
