@@ -142,9 +142,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     if options.get("time_column", "").lower() == "none":
         options["time_column"] = None
     if args.engine == "spark":
-        from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
+        from tfcroloss.pipelines.data.spark_engine import log_bytes, prepare_spark, spark_session
 
-        spark = spark_session(args.spark_master, dict(args.spark_conf))
+        spark = spark_session(args.spark_master, dict(args.spark_conf), input_bytes=log_bytes(args.input))
         meta = prepare_spark(spark, args.fmt, args.input, args.output, config=config, overwrite=args.overwrite,
                              progress=lambda line: print(f"spark: {line}", flush=True), **options)
     else:

@@ -65,12 +65,14 @@ if TYPE_CHECKING:
 SPARK_COMPRESSIONS = {"gzip": ".gz", "bz2": ".bz2"}  # what Spark decompresses, found by the ending
 _CORRUPT = "_corrupt_record"
 WORK_SUFFIX = ".spark-work"  # the default work directory: the output's name with this ending
+SHUFFLE_PARTITION_BYTES = 2**28  # of log text per shuffle partition on local[N] (local_settings)
 WORK_VERSION = 1  # the layout of the work directory; a work directory of another version starts afresh
 
 
-def spark_session(master: str | None = None, conf: dict[str, str] | None = None) -> SparkSession:
+def spark_session(master: str | None = None, conf: dict[str, str] | None = None, *, input_bytes: int = 0) -> SparkSession:
     """The active ``SparkSession`` (under ``spark-submit``), or a new one on ``master``
-    (``local[*]`` by default) with ``conf``; one line saying what to install without Java or pyspark."""
+    (``local[*]`` by default) with ``conf``, sized for a log of ``input_bytes`` (``log_bytes``);
+    one line saying what to install without Java or pyspark."""
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise DataError(
             "--engine spark needs Java 17 or 21 (java on PATH or JAVA_HOME): install a JDK or JRE, "
@@ -90,7 +92,7 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
         builder = builder.master(master)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers import tfcroloss as we do
         if master.startswith("local"):
-            settings = local_settings(master)
+            settings = local_settings(master, input_bytes)
     for key, value in {**settings, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
@@ -98,16 +100,19 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
     return session
 
 
-def local_settings(master: str) -> dict[str, str]:
+def local_settings(master: str, input_bytes: int = 0) -> dict[str, str]:
     """Settings for ``local[N]`` (one JVM holds the driver and the executors): half of the
-    machine's memory as heap, a few shuffle partitions per core (adaptive execution merges small
-    ones and broadcasts small join sides), Kryo, zstd for shuffle files, Arrow. ``--spark-conf`` overrides each."""
+    machine's memory as heap; 4 shuffle partitions per core, or one per 256 MiB of a larger log
+    (``input_bytes``), which adaptive execution merges where they are small (it also broadcasts
+    small join sides); Kryo, zstd for shuffle files, Arrow. ``--spark-conf`` overrides each."""
     threads = master.partition("[")[2].split(",")[0].rstrip("]")  # local, local[N], local[*], local[N,F]
     cores = 1 if "[" not in master else (os.cpu_count() or 1) if threads == "*" else int(threads)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
         "spark.driver.memory": f"{max(1, memory // 2**31)}g",
-        "spark.sql.shuffle.partitions": str(4 * cores),
+        # 8 partitions of a 1.1B-line log's 15 GB shuffle spilled 12.8 GB in one stage; 512 for every
+        # log made the small-table phases of a 2M-line log 2-7x slower
+        "spark.sql.shuffle.partitions": str(max(4 * cores, -(-input_bytes // SHUFFLE_PARTITION_BYTES))),
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.autoBroadcastJoinThreshold": "64m",
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
@@ -115,6 +120,14 @@ def local_settings(master: str) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
     }
+
+
+def log_bytes(path: str | os.PathLike[str]) -> int:
+    """The text size of the log at ``path`` (a file, or a directory of split files), for sizing
+    the session: a gzip or bzip2 file counts three times its size; 0 if there is none."""
+    path = Path(path)
+    files = [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path] if path.is_file() else []
+    return sum(p.stat().st_size * (3 if compression_of(p) in SPARK_COMPRESSIONS else 1) for p in files)
 
 
 def prepare_spark(

@@ -24,7 +24,12 @@ if shutil.which("java") is None:
     pytest.skip("no Java for Spark", allow_module_level=True)
 
 from tfcroloss.pipelines.data import spark_engine  # noqa: E402
-from tfcroloss.pipelines.data.spark_engine import local_settings, prepare_spark, spark_session  # noqa: E402
+from tfcroloss.pipelines.data.spark_engine import (  # noqa: E402
+    local_settings,
+    log_bytes,
+    prepare_spark,
+    spark_session,
+)
 
 # Ties in popularity and in time, a repeated row, users and items filtered out (as in
 # test_prepare's worked example), and one more user who keeps her rows.
@@ -66,10 +71,23 @@ def spark():
 def test_local_settings_scale_with_the_cores_and_yield_to_the_callers(spark):
     assert local_settings("local[3]")["spark.sql.shuffle.partitions"] == "12"
     assert local_settings("local")["spark.sql.shuffle.partitions"] == "4"
+    # a larger log: one partition per 256 MiB of text (adaptive execution merges small ones)
+    assert local_settings("local[2]", input_bytes=33 * 2**30)["spark.sql.shuffle.partitions"] == "132"
     assert local_settings("local[*]")["spark.sql.adaptive.enabled"] == "true"
     assert spark.conf.get("spark.sql.shuffle.partitions") == "3"  # the fixture's setting wins
     assert spark.conf.get("spark.serializer") == "org.apache.spark.serializer.KryoSerializer"
     assert spark.conf.get("spark.io.compression.codec") == "zstd"
+
+
+def test_log_bytes_counts_compressed_files_three_times(tmp_path):
+    (tmp_path / "log.csv").write_bytes(b"u,i,t\n" * 100)
+    with gzip.open(tmp_path / "log.csv.gz", "wb") as handle:
+        handle.write(b"u,i,t\n" * 100)
+    packed = (tmp_path / "log.csv.gz").stat().st_size
+    assert log_bytes(tmp_path / "log.csv") == 600
+    assert log_bytes(tmp_path / "log.csv.gz") == 3 * packed
+    assert log_bytes(tmp_path) == 600 + 3 * packed  # a directory: its files
+    assert log_bytes(tmp_path / "missing.csv") == 0  # prepare names the missing file
 
 
 def files_of(path: Path) -> dict[str, bytes]:
