@@ -219,13 +219,13 @@ def _tree_rss(pid: int) -> int:
 
 def _spark_child(log: str, output: str, memory: str) -> int:
     """The Spark side: ``prepare --engine spark`` on ``local[cores]``, printing its phases."""
-    from tfcroloss.pipelines.data.spark_engine import prepare_spark, spark_session
+    from tfcroloss.pipelines.data.spark_engine import log_bytes, prepare_spark, spark_session
 
     start = time.perf_counter()
     conf = {"spark.ui.enabled": "false", "spark.local.dir": output + SPARK_SCRATCH[1]}
     if memory != "default":
         conf["spark.driver.memory"] = memory
-    spark = spark_session(f"local[{os.cpu_count()}]", conf)
+    spark = spark_session(f"local[{os.cpu_count()}]", conf, input_bytes=log_bytes(log))  # as the command sizes it
     timings = {"start Spark": round(time.perf_counter() - start, 2)}
     prepare_spark(spark, "comirec", log, output, timings=timings)
     print(json.dumps(timings), flush=True)
