@@ -1,5 +1,5 @@
 """Checks `tfcroloss tune` against the full grid: for each data set and N, the test Recall@N of
-tune's pick (3 seeds) against the full grid's best configuration and against the softmax CE that
+tune's pick (``--seeds``, 3 by default) against the full grid's best configuration and against the softmax CE that
 tune tuned, with paired bootstrap intervals over test users and seeds, and the compute of each.
 
 The full grids are the committed experiments (``GRIDS``); their best configuration on test at each
