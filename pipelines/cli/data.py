@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input",
         required=True,
         help="log file (may be .gz/.bz2/.xz/.zst), or a directory holding a train/valid/test set "
-        "(kept as the split) or the format's files",
+        "(kept as the split), the format's files, or one log in parts (Spark's part-* files, read in name order)",
     )
     prepare.add_argument("--output", required=True, help="directory of the prepared data set")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing --output")

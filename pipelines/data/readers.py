@@ -11,6 +11,10 @@ Formats (``FORMATS``):
 - ``recbole``: an atomic ``*.inter`` file with a typed header (``user_id:token  item_id:token ...``).
 - ``csv``: any CSV/TSV file with a header, or a Parquet file, with the columns named by the caller.
 
+A directory holds either a train/valid/test set or one log written in parts (Spark's, Hive's or
+Hadoop's ``part-00000...`` files, e.g. ``df.write.parquet(DIR)``): its files are read in name
+order as one log, ``_SUCCESS``, ``.crc`` and other hidden files and empty parts left out.
+
 Every text file may be gzip, bzip2, xz or zstd compressed (found by its magic bytes, read as a
 stream: never decompressed to disk or held twice), start with a UTF-8 byte order mark, and be in
 any ``encoding`` Python knows. Without a time column (``time_column=None``) the order of the lines
@@ -162,12 +166,13 @@ class LogPlan:
     Spark engine reads the same way. ``delimiter`` is None for Parquet; ``header`` is ``"plain"``
     or ``"recbole"`` for files whose first line names the fields, else the fields' names."""
 
-    paths: tuple[Path, ...]  # several: a train/valid/test set, in that order
+    paths: tuple[Path, ...]  # in log order: one file, a train/valid/test set, or the parts of a directory
     columns: _Columns
     delimiter: str | None
     quote: bool
     header: str | tuple[str, ...]
     encoding: str
+    presplit: bool = False  # the paths are a train/valid/test set, in that order: their split is kept
 
     def names(self, index: int) -> list[str]:
         """Every field name of file ``index``, checked to hold the wanted columns."""
@@ -204,7 +209,8 @@ def plan_log(
     order. ``delimiter`` defaults to tab for ``.tsv``/``.tab`` files (compressed or not), else to
     the commonest of ``DELIMITERS`` in the header. A directory holding a train/valid/test set
     (``split_files``) is read with its split kept. ``rating_column`` is read when given (MovieLens ratings are always read).
-    ``encoding`` is that of text files (``latin-1`` for old MovieLens item files, say).
+    ``encoding`` is that of text files (``latin-1`` for old MovieLens item files, say). Any other
+    directory is one log in parts (``log_files``).
     """
     path = Path(path)
     lookup(dict.fromkeys(FORMATS), fmt, "format", error=DataError)
@@ -214,28 +220,26 @@ def plan_log(
         raise DataError(f"unknown encoding {encoding!r} (--encoding); e.g. utf-8, latin-1, cp1252") from None
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
-    if fmt == "comirec":
-        files = split_files(path, pattern="*.txt")
-        paths = tuple(files.values()) if files else (path,)
-        return LogPlan(paths, _Columns(*COMIREC_COLUMNS), ",", True, COMIREC_COLUMNS, encoding)
     if fmt == "movielens":
         return _plan_movielens(path, encoding)
+    paths, presplit = log_files(path, pattern="*.txt" if fmt == "comirec" else "*", named_sets=fmt == "comirec")
+    if fmt == "comirec":
+        return LogPlan(paths, _Columns(*COMIREC_COLUMNS), ",", True, COMIREC_COLUMNS, encoding, presplit)
     columns = _Columns(user_column, item_column, time_column, rating_column)
-    paths = tuple(split_files(path).values()) if path.is_dir() else (path,)
     if fmt == "recbole":
-        return LogPlan(paths, columns, "\t", False, "recbole", encoding)
-    if _logical_suffix(path) == ".parquet":
-        return LogPlan(paths, columns, None, False, "plain", encoding)
+        return LogPlan(paths, columns, "\t", False, "recbole", encoding, presplit)
+    if _logical_suffix(paths[0]) == ".parquet":
+        return LogPlan(paths, columns, None, False, "plain", encoding, presplit)
     if delimiter is None:
         delimiter = _sniff_delimiter(_Source(paths[0], encoding))
-    return LogPlan(paths, columns, delimiter, True, "plain", encoding)
+    return LogPlan(paths, columns, delimiter, True, "plain", encoding, presplit)
 
 
 def read_log(fmt: str, path: str | os.PathLike[str], **options: str | None) -> InteractionLog:
     """Read an interaction log of format ``fmt`` from ``path`` (options: ``plan_log``'s)."""
     plan = plan_log(fmt, path, **options)
     if plan.delimiter is None:
-        return _read_parquet(plan.paths[0], plan.columns)
+        return _read_parquet(plan)
     if plan.delimiter == "::":
         # MovieLens ratings.dat: '::' is not a single-character delimiter for pyarrow: rewrite it
         # as a tab in memory (MovieLens ids are numbers, so no field holds a tab).
@@ -261,12 +265,44 @@ def _sniff_delimiter(source: _Source) -> str:
     return best if counts[best] else ","
 
 
+def log_files(path: Path, *, pattern: str = "*", named_sets: bool = False) -> tuple[tuple[Path, ...], bool]:
+    """The files of the log at ``path``, in log order, and whether they are a train/valid/test set.
+
+    A directory holds one set (``split_files``) or else one log in parts: its files in name
+    order (Spark and Hadoop number them), without hidden files (``_SUCCESS``, ``.part-0.crc``)
+    and empty ones, all Parquet or all text. A file is read alone, unless ``named_sets`` and
+    its name is that of a set's member (``book_train.txt``)."""
+    if not path.is_dir():
+        files = split_files(path) if named_sets else None
+        return (tuple(files.values()), True) if files else ((path,), False)
+    files = split_files(path, pattern=pattern)
+    if files:
+        return tuple(files.values()), True
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith(("_", ".")))
+    folders = [p.name for p in entries if p.is_dir()]
+    if folders:
+        raise DataError(
+            f"{path} holds directories ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}): "
+            "a partitioned table is not read; pass one of its directories, or a file"
+        )
+    parts = tuple(p for p in entries if p.stat().st_size > 0)
+    if not parts:
+        raise DataError(
+            f"{path} is a directory with no data file (a log's parts, or a train/valid/test set "
+            "NAME_train.txt, train.csv.gz, ...)"
+        )
+    kinds = {_logical_suffix(p) == ".parquet": p.name for p in parts}
+    if len(kinds) > 1:
+        raise DataError(f"{path} mixes Parquet and text files ({kinds[True]}, {kinds[False]}); pass one log's parts")
+    return parts, False
+
+
 def split_files(path: Path, *, pattern: str = "*") -> dict[str, Path] | None:
-    """The train/valid/test set that ``path`` names or holds, or None if it is a lone file.
+    """The train/valid/test set that ``path`` names or holds, or None.
 
     A set is three files whose names differ only in ``train``/``valid``/``test`` before their
     endings: ComiRec's ``book_train.txt``, ``book_valid.txt``, ``book_test.txt``, or NowPlaying's
-    ``train.csv.gz``, ``valid.csv.gz``, ``test.csv.gz``; the split is kept. A directory must hold exactly one set
+    ``train.csv.gz``, ``valid.csv.gz``, ``test.csv.gz``; the split is kept. A directory holds at most one set
     (among the files matching ``pattern``); a file names the set it belongs to."""
     if path.is_dir():
         trains = sorted(p for p in path.glob(pattern) if p.is_file() and _split_of(p) == "train")
@@ -276,10 +312,7 @@ def split_files(path: Path, *, pattern: str = "*") -> dict[str, Path] | None:
                 "pass one train file"
             )
         if not trains:
-            raise DataError(
-                f"{path} is a directory with no train/valid/test set (NAME_train.txt, train.csv.gz, ...); "
-                "pass a file"
-            )
+            return None
         path = trains[0]
     split = _split_of(path)
     if split is None:
@@ -346,14 +379,15 @@ def _read_delimited(sources: Sequence[_Source], plan: LogPlan) -> InteractionLog
             )
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as error:
             raise _locate(source, names, columns, delimiter, quote, skip_rows, error) from None
-        if table.num_rows == 0:
+        if table.num_rows == 0 and (plan.presplit or len(sources) == 1):
             raise DataError(f"{source.path}: empty file, no interactions")
         layouts.append((source, names, skip_rows))
-        if len(sources) > 1:
-            split = np.full(table.num_rows, index, np.int8)
-            table = table.append_column("__split", pa.array(split))
+        if plan.presplit:
+            table = table.append_column("__split", pa.array(np.full(table.num_rows, index, np.int8)))
         tables.append(table)
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if table.num_rows == 0:
+        raise DataError(f"{plan.paths[0].parent}: {len(sources)} empty files, no interactions")
     log = _from_table(table, columns, [str(source.path) for source in sources])
     if _has_bad_values(log):  # vectorised; only a bad log pays for the line scan
         for source, names, skip_rows in layouts:
@@ -361,7 +395,7 @@ def _read_delimited(sources: Sequence[_Source], plan: LogPlan) -> InteractionLog
             if error is not None:
                 raise error
         raise DataError(f"{', '.join(log.sources)}: a timestamp, rating or id is not valid, on no line found")
-    if len(sources) > 1:
+    if plan.presplit:
         log.split = table.column("__split").to_numpy()
     return log
 
@@ -490,7 +524,28 @@ def _first_long_line(source: _Source) -> DataError | None:
     return None
 
 
-def _read_parquet(path: Path, columns: _Columns) -> InteractionLog:
+def _read_parquet(plan: LogPlan) -> InteractionLog:
+    """The Parquet files of ``plan`` (each checked, then concatenated in order)."""
+    tables = []
+    for index, path in enumerate(plan.paths):
+        table = _parquet_table(path, plan.columns)
+        if table.num_rows == 0 and (plan.presplit or len(plan.paths) == 1):
+            raise DataError(f"{path}: empty file, no interactions")
+        if plan.presplit:
+            table = table.append_column("__split", pa.array(np.full(table.num_rows, index, np.int8)))
+        tables.append(table)
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if table.num_rows == 0:
+        raise DataError(f"{plan.paths[0].parent}: {len(tables)} empty files, no interactions")
+    log = _from_table(table, plan.columns, [str(path) for path in plan.paths])
+    if plan.presplit:
+        log.split = table.column("__split").to_numpy()
+    return log
+
+
+def _parquet_table(path: Path, columns: _Columns) -> pa.Table:
+    """The wanted columns of one Parquet file, checked: ids as dictionary-encoded strings,
+    numbers (timestamps and dates too) as float64."""
     names = pq.read_schema(path).names
     missing = [name for name in columns.wanted if name not in names]
     if missing:
@@ -498,8 +553,6 @@ def _read_parquet(path: Path, columns: _Columns) -> InteractionLog:
             f"{path}: missing column {', '.join(map(repr, missing))}; the file has: {', '.join(names)}"
         )
     table = pq.read_table(path, columns=columns.wanted)
-    if table.num_rows == 0:
-        raise DataError(f"{path}: empty file, no interactions")
     converted = {}
     for name in columns.wanted:
         column = table.column(name)
@@ -528,7 +581,7 @@ def _read_parquet(path: Path, columns: _Columns) -> InteractionLog:
         bad = np.flatnonzero(~np.isfinite(table.column(name).to_numpy()))
         if bad.size:
             raise DataError(f"{path}, row {bad[0] + 1}: field {name!r} must be a finite number")
-    return _from_table(table, columns, [str(path)])
+    return table
 
 
 def _from_table(table: pa.Table, columns: _Columns, sources: list[str]) -> InteractionLog:

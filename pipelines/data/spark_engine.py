@@ -194,7 +194,7 @@ def _prepare(
     if config.min_rating is not None and plan.columns.rating is None:
         raise DataError(NO_RATING_COLUMN)
     sources = [str(path) for path in plan.paths]
-    presplit = len(plan.paths) > 1
+    presplit = plan.presplit
     min_user, min_item = config.min_counts(presplit)
     recorded = settings(config, {"format": fmt, **reader_options}, presplit)
     work = _Work(spark, work_path, {
@@ -452,7 +452,7 @@ def _numbered_log(spark: SparkSession, plan: LogPlan) -> DataFrame:
                 *(F.col(name).try_cast("double").alias(name) for name in columns.numeric),
                 *(F.col(name).alias(f"_text_{name}") for name in columns.numeric), _CORRUPT,
             )
-        frames.append(frame.withColumn("split", F.lit(index).cast("byte")))
+        frames.append(frame.withColumn("split", F.lit(index)))
     raw = frames[0]
     for frame in frames[1:]:
         raw = raw.unionByName(frame, allowMissingColumns=True)
@@ -466,13 +466,15 @@ def _numbered_log(spark: SparkSession, plan: LogPlan) -> DataFrame:
 
 def _rows(log: DataFrame, plan: LogPlan) -> DataFrame:
     """The checked log's ``pos``, ``user``, ``item``, ``time`` (the position without timestamps),
-    ``split`` and ``rating`` when read."""
+    ``split`` (the file's for a train/valid/test set, else 0) and ``rating`` when read."""
     from pyspark.sql import functions as F
 
     columns = plan.columns
     time = F.col(columns.time) if columns.time else F.col("pos").cast("double")
+    split = (F.col("split") if plan.presplit else F.lit(0)).cast("byte")
     return log.select(
-        "pos", F.col(columns.user).alias("user"), F.col(columns.item).alias("item"), time.alias("time"), "split",
+        "pos", F.col(columns.user).alias("user"), F.col(columns.item).alias("item"), time.alias("time"),
+        split.alias("split"),
         *([F.col(columns.rating).alias("rating")] if columns.rating else []),
     )
 
@@ -518,8 +520,10 @@ def _check_rows(raw: DataFrame, plan: LogPlan) -> int:
         raise _bad_row(raw.where(F.col("pos") == min(bad)).first().asDict(), plan)
     present = {row.split for row in files}
     for index, path in enumerate(plan.paths):
-        if index not in present:
+        if index not in present and (plan.presplit or len(plan.paths) == 1):
             raise DataError(f"{path}: empty file, no interactions")
+    if not present:  # a log in parts: some may be empty, not all
+        raise DataError(f"{plan.paths[0].parent}: {len(plan.paths)} empty files, no interactions")
     return sum(row.rows for row in files)
 
 

@@ -149,7 +149,7 @@ def test_an_over_long_line_is_refused(tmp_path, capsys):
 def test_a_directory_or_missing_input(tmp_path, capsys, fmt):
     out = str(tmp_path / "out")
     assert cli.main(["prepare", "--format", fmt, "--input", str(tmp_path), "--output", out]) == 2
-    assert "is a directory with no train/valid/test set" in capsys.readouterr().err
+    assert "is a directory with no data file" in capsys.readouterr().err
     assert cli.main(["prepare", "--format", fmt, "--input", str(tmp_path / "no.csv"), "--output", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no.csv: no such file or directory" in err

@@ -84,6 +84,53 @@ def test_csv_tsv_and_parquet_with_named_columns(tmp_path):
         assert rows(read_log("csv", tmp_path / name, **names)) == [("u 1", "x,1", 7.0)], name
 
 
+def test_a_directory_of_parts_is_one_log_in_name_order(tmp_path):
+    """Spark's layout: numbered parts, ``_SUCCESS``, ``.crc`` files, an empty part."""
+    parts = tmp_path / "log.csv"
+    parts.mkdir()
+    for name in ("_SUCCESS", ".part-00000.csv.crc", "part-00002.csv"):
+        (parts / name).write_text("")
+    (parts / "part-00000.csv").write_text("user_id,item_id,timestamp\nu1,a,3\nu2,b,1\n")
+    (parts / "part-00001.csv").write_text("user_id,item_id,timestamp\n")  # a part with no rows
+    (parts / "part-00003.csv").write_text("user_id,item_id,timestamp\nu1,b,2\n")
+    log = read_log("csv", parts)
+    assert rows(log) == [("u1", "a", 3.0), ("u2", "b", 1.0), ("u1", "b", 2.0)]
+    assert log.split is None and [p.rsplit("/", 1)[1] for p in log.sources] == [
+        "part-00000.csv", "part-00001.csv", "part-00003.csv"
+    ]
+    table = pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"], "timestamp": [3, 1]})
+    (tmp_path / "log.parquet").mkdir()
+    pq.write_table(table.slice(0, 1), tmp_path / "log.parquet" / "part-00000.snappy.parquet")
+    pq.write_table(table.slice(1), tmp_path / "log.parquet" / "part-00001.snappy.parquet")
+    assert rows(read_log("csv", tmp_path / "log.parquet")) == [("u1", "a", 3.0), ("u2", "b", 1.0)]
+
+
+def test_a_parquet_split_set_keeps_every_split(tmp_path):
+    for split, user in (("train", "u1"), ("valid", "u2"), ("test", "u3")):
+        pq.write_table(pa.table({"user_id": [user], "item_id": ["a"], "timestamp": [1]}), tmp_path / f"{split}.parquet")
+    log = read_log("csv", tmp_path)
+    assert [user for user, _, _ in rows(log)] == ["u1", "u2", "u3"] and log.split.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "is a directory with no data file"),
+        ({"_SUCCESS": ""}, "is a directory with no data file"),
+        ({"date=1/part-0.csv": "user_id,item_id,timestamp\nu,i,1\n"}, r"holds directories \(date=1\): a partitioned table"),
+        ({f"part-{i}.csv": "user_id,item_id,timestamp\n" for i in range(2)}, "in: 2 empty files, no interactions"),
+        ({"part-0.csv": "x", "part-1.parquet": "x"}, r"mixes Parquet and text files \(part-1.parquet, part-0.csv\)"),
+    ],
+)
+def test_a_directory_that_is_no_log_is_named(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_text(text)
+    (tmp_path / "in").mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=message):
+        read_log("csv", tmp_path / "in")
+
+
 def test_parquet_integer_ids_become_tokens(tmp_path):
     table = pa.table({"user_id": [5, 6], "item_id": [7, 7], "timestamp": [1.0, 2.0]})
     pq.write_table(table, tmp_path / "a.parquet")

@@ -12,6 +12,7 @@ import lzma
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -133,6 +134,30 @@ def test_csv_without_timestamps_keeping_duplicates_and_a_split_set(spark, tmp_pa
     (tmp_path / "b_valid.txt").write_text("u2,i2,0\n")
     (tmp_path / "b_test.txt").write_text("u3,i1,0\nu3,i3,1\n")
     assert_same(spark, tmp_path / "c", "comirec", tmp_path / "b_train.txt", PrepareConfig())
+
+
+def test_a_directory_of_gzip_parts_and_a_parquet_split_set(spark, tmp_path):
+    """Spark's own output as input: parts in name order (each gzip part one task), one empty."""
+    write_synthetic(tmp_path / "log.txt", "tiny", seed=4)
+    lines = (tmp_path / "log.txt").read_bytes().splitlines(keepends=True)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "_SUCCESS").write_bytes(b"")
+    (parts / "part-00001.gz").write_bytes(b"")  # left out
+    for index, start in enumerate(range(0, len(lines), len(lines) // 3 + 1)):
+        (parts / f"part-{2 * index:05d}.gz").write_bytes(gzip.compress(b"".join(lines[start : start + len(lines) // 3 + 1])))
+    config = PrepareConfig(min_user_count=6, min_item_count=6, users_per_shard=16)
+    whole = prepare_file("comirec", tmp_path / "log.txt", tmp_path / "whole", config=config)
+    dataset = assert_same(spark, tmp_path / "a", "comirec", parts, config)
+    assert dataset.metadata["read"] == whole.metadata["read"] and len(dataset.metadata["sources"]) == 3
+    assert files_of(tmp_path / "a" / "spark" / "train") == files_of(tmp_path / "whole" / "train")
+    split_set = tmp_path / "split"
+    split_set.mkdir()
+    for index, split in enumerate(("train", "valid", "test")):
+        users, items, times = zip(*[(f"{split}{u}", f"i{(u * 7 + k) % 5}", k) for u in range(4) for k in range(3 + index)], strict=True)
+        pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": times}), split_set / f"{split}.parquet")
+    dataset = assert_same(spark, tmp_path / "b", "csv", split_set, PrepareConfig())
+    assert {name: split.num_users for name, split in dataset.splits.items()} == {"train": 4, "valid": 4, "test": 4}
 
 
 @pytest.mark.parametrize(
