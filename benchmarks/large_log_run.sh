@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2
 LINES=${LINES:-1.1e9}
 D=${D:-/work/large}  # the log, its scratch and the output go here
-echo "=== start $(date -u +%T) lines $LINES load $(cut -d' ' -f1-3 /proc/loadavg) free $(df -BG --output=avail /work | tail -1)"
+echo "=== start $(date -u +%T) lines $LINES load $(cut -d' ' -f1-3 /proc/loadavg) free $(df -BG --output=avail /work | tail -1) commit $(git rev-parse --short HEAD)"
 if [ ! -f $D/log.txt.gz ]; then
   [ -f $D/log.txt ] || .venv/bin/python -m benchmarks.large_log --lines $LINES --output $D/log.txt
   echo "=== generated $(date -u +%T) $(ls -l $D/log.txt | awk '{print $5}') bytes"
@@ -25,3 +25,6 @@ if [ ! -f $D/prepared/metadata.json ]; then
   echo "=== prepare rc $? $(( $(date +%s) - start )) s this run, $(date -u +%T)"
   kill $sampler
 fi
+# the record (benchmarks/results/prepare.json, mode large-spark); mem.log comes from a sampler of
+# the prepare's RSS run beside this script, when there is one
+[ -f $D/prepared/metadata.json ] && touch $D/mem.log && .venv/bin/python -m benchmarks.large_log_record --dir $D
