@@ -20,6 +20,10 @@ peak scratch disk: the largest sampled (``du``, every 2 s) size of its work dire
     python -m benchmarks.bench_prepare           # Taobao size (85M interactions)
     python -m benchmarks.bench_prepare --engine spark --rounds 1
     python -m benchmarks.bench_prepare --scale 100 --engine spark --baseline-src /tmp/base  # 0.86M lines
+
+``--engine spark --gzip-parts K`` adds two Spark sides: the log gzipped as one file (which Spark
+reads in one task) and as a directory of K gzip parts (one task each), stored under
+``MODE-spark-gzip-parts``.
 """
 
 from __future__ import annotations
@@ -62,12 +66,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="spark: the NumPy engine against the Spark engine")
     parser.add_argument("--spark-memory", default="default",
                         help="the Spark driver's heap (local mode; default: the engine's, half the machine's memory)")
+    parser.add_argument("--gzip-parts", type=int, metavar="K",
+                        help="with --engine spark: also the log gzipped, as one file and as K parts")
     parser.add_argument("--spark-child", nargs=3, metavar=("LOG", "OUTPUT", "MEMORY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.spark_child:
         return _spark_child(*args.spark_child)
     scale = args.scale or (10 if args.quick else 1)
     mode = {1: "full", 10: "quick"}.get(scale, f"scale-{scale}") + ("-spark" if args.engine == "spark" else "")
+    if args.gzip_parts:
+        if args.engine != "spark" or args.gzip_parts < 2:
+            parser.error("--gzip-parts needs --engine spark and at least 2 parts")
+        mode += "-gzip-parts"
     config = PRESETS["taobao"]
     config = dataclasses.replace(config, num_users=config.num_users // scale, num_items=config.num_items // scale)
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
@@ -80,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine == "spark":
             spark = [sys.executable, "-m", "benchmarks.bench_prepare", "--spark-child"]
             sides = {"prepare": (log, _current_env(), None), "prepare_spark": (log, _current_env(), spark)}
+            if args.gzip_parts:
+                sides["prepare_spark_gzip"] = (_gzip(log), _current_env(), spark)
+                sides["prepare_spark_gzip_parts"] = (_gzip_parts(log, args.gzip_parts), _current_env(), spark)
         else:
             compressed = _gzip(log)
             sides = {"prepare": (log, _current_env(), None), "prepare_gzip": (compressed, _current_env(), None)}
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra["peak_scratch_gb_each"] = [round(disk / 2**30, 2) for _, _, _, disk in measured]
                 extra["peak_scratch_bytes_per_line"] = round(max(disk for _, _, _, disk in measured) / count, 1)
             results.append(_result(name, mode, count, seconds, max(peak for _, peak, _, _ in measured),
-                                   input_bytes=sides[name][0].stat().st_size,
+                                   input_bytes=_bytes(sides[name][0]),
                                    seconds_each=[round(s, 2) for s, _, _, _ in measured], **extra))
             print(json.dumps(results[-1]), flush=True)
         if args.engine == "spark":
@@ -127,6 +140,24 @@ def _gzip(log: Path) -> Path:
         with open(log, "rb") as src, gzip.open(target, "wb", compresslevel=1) as out:
             shutil.copyfileobj(src, out, 1 << 20)
     return target
+
+
+def _gzip_parts(log: Path, parts: int) -> Path:
+    """The log as a directory of ``parts`` gzip files (``part-00000.gz``, ...) of consecutive lines."""
+    with open(log, "rb") as src:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: src.read(1 << 24), b""))
+    target = log.with_name(log.name + ".parts")
+    target.mkdir()
+    per_part = -(-lines // parts)
+    with open(log, "rb") as src:
+        for index in range(parts):
+            with gzip.open(target / f"part-{index:05d}.gz", "wb", compresslevel=1) as out:
+                out.writelines(line for _, line in zip(range(per_part), src, strict=False))
+    return target
+
+
+def _bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir()) if path.is_dir() else path.stat().st_size
 
 
 def _current_env() -> dict[str, str]:
