@@ -270,7 +270,7 @@ def log_files(path: Path, *, pattern: str = "*", named_sets: bool = False) -> tu
 
     A directory holds one set (``split_files``) or else one log in parts: its files in name
     order (Spark and Hadoop number them), without hidden files (``_SUCCESS``, ``.part-0.crc``)
-    and empty ones, all Parquet or all text. A file is read alone, unless ``named_sets`` and
+    and empty ones (compressed or not), all Parquet or all text. A file is read alone, unless ``named_sets`` and
     its name is that of a set's member (``book_train.txt``)."""
     if not path.is_dir():
         files = split_files(path) if named_sets else None
@@ -285,7 +285,7 @@ def log_files(path: Path, *, pattern: str = "*", named_sets: bool = False) -> tu
             f"{path} holds directories ({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''}): "
             "a partitioned table is not read; pass one of its directories, or a file"
         )
-    parts = tuple(p for p in entries if p.stat().st_size > 0)
+    parts = tuple(p for p in entries if not _holds_nothing(p))
     if not parts:
         raise DataError(
             f"{path} is a directory with no data file (a log's parts, or a train/valid/test set "
@@ -295,6 +295,19 @@ def log_files(path: Path, *, pattern: str = "*", named_sets: bool = False) -> tu
     if len(kinds) > 1:
         raise DataError(f"{path} mixes Parquet and text files ({kinds[True]}, {kinds[False]}); pass one log's parts")
     return parts, False
+
+
+def _holds_nothing(path: Path) -> bool:
+    """Whether the file is empty, or a compressed file of nothing (a writer's empty part)."""
+    if path.stat().st_size == 0:
+        return True
+    if compression_of(path) is None:
+        return False
+    try:
+        with _open_decompressed(path) as stream:
+            return stream.read(1) == b""
+    except _DECOMPRESSION_ERRORS:
+        return False  # the reader names the problem
 
 
 def split_files(path: Path, *, pattern: str = "*") -> dict[str, Path] | None:

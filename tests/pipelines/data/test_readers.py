@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,6 +95,7 @@ def test_a_directory_of_parts_is_one_log_in_name_order(tmp_path):
     (parts / "part-00000.csv").write_text("user_id,item_id,timestamp\nu1,a,3\nu2,b,1\n")
     (parts / "part-00001.csv").write_text("user_id,item_id,timestamp\n")  # a part with no rows
     (parts / "part-00003.csv").write_text("user_id,item_id,timestamp\nu1,b,2\n")
+    (parts / "part-00004.csv.gz").write_bytes(gzip.compress(b""))  # a compressed part of nothing
     log = read_log("csv", parts)
     assert rows(log) == [("u1", "a", 3.0), ("u2", "b", 1.0), ("u1", "b", 2.0)]
     assert log.split is None and [p.rsplit("/", 1)[1] for p in log.sources] == [

@@ -143,7 +143,8 @@ def test_a_directory_of_gzip_parts_and_a_parquet_split_set(spark, tmp_path):
     parts = tmp_path / "parts"
     parts.mkdir()
     (parts / "_SUCCESS").write_bytes(b"")
-    (parts / "part-00001.gz").write_bytes(b"")  # left out
+    (parts / "part-00001.gz").write_bytes(b"")  # left out, as is a gzip of nothing
+    (parts / "part-00003.gz").write_bytes(gzip.compress(b""))
     for index, start in enumerate(range(0, len(lines), len(lines) // 3 + 1)):
         (parts / f"part-{2 * index:05d}.gz").write_bytes(gzip.compress(b"".join(lines[start : start + len(lines) // 3 + 1])))
     config = PrepareConfig(min_user_count=6, min_item_count=6, users_per_shard=16)
