@@ -392,25 +392,36 @@ def _read_delimited(sources: Sequence[_Source], plan: LogPlan) -> InteractionLog
             )
         except (pa.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as error:
             raise _locate(source, names, columns, delimiter, quote, skip_rows, error) from None
-        if table.num_rows == 0 and (plan.presplit or len(sources) == 1):
-            raise DataError(f"{source.path}: empty file, no interactions")
         layouts.append((source, names, skip_rows))
-        if plan.presplit:
-            table = table.append_column("__split", pa.array(np.full(table.num_rows, index, np.int8)))
-        tables.append(table)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    if table.num_rows == 0:
-        raise DataError(f"{plan.paths[0].parent}: {len(sources)} empty files, no interactions")
-    log = _from_table(table, columns, [str(source.path) for source in sources])
+        tables.append(_one_file(table, source.path, index, plan))
+    table, log = _one_log(tables, plan)
     if _has_bad_values(log):  # vectorised; only a bad log pays for the line scan
         for source, names, skip_rows in layouts:
             error = _locate(source, names, columns, delimiter, quote, skip_rows, None)
             if error is not None:
                 raise error
         raise DataError(f"{', '.join(log.sources)}: a timestamp, rating or id is not valid, on no line found")
+    return log
+
+
+def _one_file(table: pa.Table, path: Path, index: int, plan: LogPlan) -> pa.Table:
+    """One file's rows, refused when empty and read alone or as a named split; tagged with its split."""
+    if table.num_rows == 0 and (plan.presplit or len(plan.paths) == 1):
+        raise DataError(f"{path}: empty file, no interactions")
+    if plan.presplit:
+        table = table.append_column("__split", pa.array(np.full(table.num_rows, index, np.int8)))
+    return table
+
+
+def _one_log(tables: list[pa.Table], plan: LogPlan) -> tuple[pa.Table, InteractionLog]:
+    """The files' rows in order as one table and one log (with each row's split when presplit)."""
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if table.num_rows == 0:
+        raise DataError(f"{plan.paths[0].parent}: {len(tables)} empty files, no interactions")
+    log = _from_table(table, plan.columns, [str(path) for path in plan.paths])
     if plan.presplit:
         log.split = table.column("__split").to_numpy()
-    return log
+    return table, log
 
 
 def _header_names(source: _Source, delimiter: str, quote: bool, *, recbole: bool) -> list[str]:
@@ -539,21 +550,11 @@ def _first_long_line(source: _Source) -> DataError | None:
 
 def _read_parquet(plan: LogPlan) -> InteractionLog:
     """The Parquet files of ``plan`` (each checked, then concatenated in order)."""
-    tables = []
-    for index, path in enumerate(plan.paths):
-        table = _parquet_table(path, plan.columns)
-        if table.num_rows == 0 and (plan.presplit or len(plan.paths) == 1):
-            raise DataError(f"{path}: empty file, no interactions")
-        if plan.presplit:
-            table = table.append_column("__split", pa.array(np.full(table.num_rows, index, np.int8)))
-        tables.append(table)
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    if table.num_rows == 0:
-        raise DataError(f"{plan.paths[0].parent}: {len(tables)} empty files, no interactions")
-    log = _from_table(table, plan.columns, [str(path) for path in plan.paths])
-    if plan.presplit:
-        log.split = table.column("__split").to_numpy()
-    return log
+    tables = [
+        _one_file(_parquet_table(path, plan.columns), path, index, plan)
+        for index, path in enumerate(plan.paths)
+    ]
+    return _one_log(tables, plan)[1]
 
 
 def _parquet_table(path: Path, columns: _Columns) -> pa.Table:
