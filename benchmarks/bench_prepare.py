@@ -87,17 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         count = write_synthetic(log, config, seed=args.seed)
         results = [_result("synthetic", mode, count, time.perf_counter() - start, None, log_bytes=log.stat().st_size)]
         print(json.dumps(results[-1]), flush=True)
+        current = _source_env(ROOT, workdir, "current")
         if args.engine == "spark":
             spark = [sys.executable, "-m", "benchmarks.bench_prepare", "--spark-child"]
-            sides = {"prepare": (log, _current_env(), None), "prepare_spark": (log, _current_env(), spark)}
+            sides = {"prepare": (log, current, None), "prepare_spark": (log, current, spark)}
             if args.gzip_parts:
-                sides["prepare_spark_gzip"] = (_gzip(log), _current_env(), spark)
-                sides["prepare_spark_gzip_parts"] = (_gzip_parts(log, args.gzip_parts), _current_env(), spark)
+                sides["prepare_spark_gzip"] = (_gzip(log), current, spark)
+                sides["prepare_spark_gzip_parts"] = (_gzip_parts(log, args.gzip_parts), current, spark)
         else:
             compressed = _gzip(log)
-            sides = {"prepare": (log, _current_env(), None), "prepare_gzip": (compressed, _current_env(), None)}
+            sides = {"prepare": (log, current, None), "prepare_gzip": (compressed, current, None)}
         if args.baseline_src:
-            sides["prepare_baseline"] = (log, _baseline_env(args.baseline_src, workdir), spark if args.engine == "spark" else None)
+            sides["prepare_baseline"] = (log, _source_env(args.baseline_src, workdir, "baseline"), spark if args.engine == "spark" else None)
         runs: dict[str, list[tuple[float, int, dict, int]]] = {name: [] for name in sides}
         for round_number in range(args.rounds):
             for name, (source, env, child) in sides.items():
@@ -160,20 +161,24 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.iterdir()) if path.is_dir() else path.stat().st_size
 
 
-def _current_env() -> dict[str, str]:
-    return {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def _baseline_env(source: Path, workdir: Path) -> dict[str, str]:
-    """An environment importing ``tfcroloss`` (with its models/ and pipelines/) from ``source``."""
-    shim = workdir / "baseline-path"
+def _source_env(source: Path, workdir: Path, name: str) -> dict[str, str]:
+    """An environment whose children (run in ``workdir``) import ``tfcroloss`` (with its models/
+    and pipelines/) from the checkout ``source``, whatever checkout the environment installed,
+    and this checkout's ``benchmarks``; checked by importing it once."""
+    shim = workdir / f"{name}-path"
     package = shim / "tfcroloss"
     package.mkdir(parents=True)
     for entry in (source / "tfcroloss").iterdir():
         (package / entry.name).symlink_to(entry.resolve())
     (package / "models").symlink_to((source / "models").resolve())
     (package / "pipelines").symlink_to((source / "pipelines").resolve())
-    return {**_current_env(), "PYTHONPATH": str(shim)}
+    (shim / "benchmarks").symlink_to(ROOT / "benchmarks")
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(shim)}
+    probe = "import tfcroloss.pipelines.data.prepare as m, os; print(os.path.realpath(m.__file__))"
+    found = subprocess.run([sys.executable, "-c", probe], env=env, cwd=workdir, capture_output=True, text=True, check=True).stdout.strip()
+    if Path(found) != (source / "pipelines" / "data" / "prepare.py").resolve():
+        raise RuntimeError(f"the {name} side imports {found}, not the checkout {source}")
+    return env
 
 
 def _prepare(
@@ -186,7 +191,7 @@ def _prepare(
     command = command or [sys.executable, "-m", "tfcroloss.pipelines.cli", "prepare", "--format", "comirec",
                           "--input", str(source), "--output", str(output)]
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, cwd=output.parent, stdout=subprocess.PIPE, text=True)
     sampler = _Peak(functools.partial(_tree_rss, process.pid), 0.2) if tree else None
     disk = _Peak(functools.partial(_disk, scratch), 2.0)
     stdout = process.stdout.read()
