@@ -14,16 +14,13 @@ rule is stated on positions and counts so that no step needs the whole log in on
 - ranks are computed per range partition plus the partition's offset (``_rank``).
 
 Users and items become numbers once, the position of their first row, so every later shuffle
-moves numbers, not tokens. Each table of the log's size (the numbered log, the rows with item
-codes, after duplicates, after each step of a filter pass, with item ids, the sequences) and
-each token, item and user table is written as Parquet in a work directory (``_Work``) and read
-back: computed once, positions fixed, cut from its lineage, and still there after a kill, so a
-re-run goes on from the first unfinished step; each log-size table is removed as soon as no
-later step reads it, so at most two exist at once. A query shuffles the log's rows at most once
-(Spark keeps a query's shuffle files until it ends), so the scratch disk holds at most two
-log-size tables and one shuffle. Tables of users or items are also cached, so Spark broadcasts
-them to joins where they are small. In ``local[N]``, ``local_settings`` sizes the session to
-the machine.
+moves numbers, not tokens. Each table of the log's size (the numbered log, the rows after
+duplicates, after each filter pass, the sequences) and each token, item and user table is
+written as Parquet in a work directory (``_Work``) and read back: computed once, positions
+fixed, cut from its lineage, and still there after a kill, so a re-run goes on from the first
+unfinished phase; each log-size table is removed as soon as no later phase reads it, so at most
+two exist at once. Tables of users or items are also cached, so Spark broadcasts them to joins
+where they are small. In ``local[N]``, ``local_settings`` sizes the session to the machine.
 
 The shards are written by the executors with ``shards.write_shard`` into the output directory,
 which every executor must be able to write (a local path under ``local[N]``, a shared file system
@@ -69,7 +66,7 @@ SPARK_COMPRESSIONS = {"gzip": ".gz", "bz2": ".bz2"}  # what Spark decompresses, 
 _CORRUPT = "_corrupt_record"
 WORK_SUFFIX = ".spark-work"  # the default work directory: the output's name with this ending
 SHUFFLE_PARTITION_BYTES = 2**28  # of log text per shuffle partition on local[N] (local_settings)
-WORK_VERSION = 2  # the layout of the work directory; a work directory of another version starts afresh
+WORK_VERSION = 1  # the layout of the work directory; a work directory of another version starts afresh
 
 
 def spark_session(master: str | None = None, conf: dict[str, str] | None = None, *, input_bytes: int = 0) -> SparkSession:
@@ -216,30 +213,32 @@ def _prepare(
     user_tokens, item_tokens = (_small(work.frame(f"{name}_tokens"), cached) for name in ("users", "items"))
     clock("read, check and number the rows; first positions")
 
-    # one stored table per log-size shuffle: Spark keeps a query's shuffle files until the query ends
-    def item_coded() -> DataFrame:
+    def coded() -> DataFrame:
         rows = log()
         if config.min_rating is not None:
             rows = rows.where(F.col("rating") >= config.min_rating)
-        return rows.join(item_tokens, "item").select("pos", "user", "i", "time", "split")
-
-    def coded() -> DataFrame:
-        rows = work.frame("item_coded").join(user_tokens, "user")
+        rows = rows.join(item_tokens, "item").join(user_tokens, "user")
         if config.drop_duplicates:  # the first position's file is the smallest: positions grow with the file
-            # "user" among the keys: the join's partitioning by user serves the grouping (no shuffle)
+            # "user" among the keys: the user join's partitioning serves the grouping (no third shuffle)
             rows = rows.groupBy("user", "u", "i", "time").agg(F.min("pos").alias("pos"), F.min("split").alias("split"))
         return rows.select("pos", "u", "i", "time", "split")
 
-    rated = work.table("item_coded", item_coded, _count)["rows"]
+    def rated(rows: DataFrame) -> dict[str, int]:
+        counts = _count(rows)
+        if config.min_rating is not None:
+            counts["rated"] = log().where(F.col("rating") >= config.min_rating).count()
+        return counts
+
+    stored = work.table("rows", coded, rated)
     work.release("log")
-    kept_rows = work.table("rows", coded, _count)["rows"]
-    work.release("item_coded")
     dropped = {}
+    count = read["interactions"]
     if config.min_rating is not None:
-        dropped["below_min_rating"] = read["interactions"] - rated
-    dropped["duplicates"] = rated - kept_rows
+        dropped["below_min_rating"] = count - stored["rated"]
+        count -= dropped["below_min_rating"]
+    dropped["duplicates"] = count - stored["rows"]
     clock("rating filter and duplicates")
-    kept_name, count = _frequency_filter(work, "rows", kept_rows, min_user, min_item, config.iterative_filter)
+    kept_name, count = _frequency_filter(work, "rows", stored["rows"], min_user, min_item, config.iterative_filter)
     dropped["filtered_interactions"] = read["interactions"] - sum(dropped.values()) - count
     clock("user and item filter")
     if count == 0:
@@ -258,13 +257,11 @@ def _prepare(
     if split_users.get(0, 0) == 0:
         raise no_training_user(num_users, config)
 
-    work.table("with_ids", lambda: kept().join(work.frame("items"), "i").select("u", "time", "pos", "item_id"), _count)
-    work.release(kept_name)
-
     def sequences() -> DataFrame:
         ordered = F.array_sort(F.collect_list(F.struct("time", "pos", "item_id")))
-        return (  # "u" among the keys: the join's partitioning by user serves the grouping (no shuffle)
-            work.frame("with_ids").join(work.frame("users"), "u")
+        return (
+            kept().select("u", "i", "time", "pos").repartition("u").join(work.frame("items"), "i")
+            .join(work.frame("users"), "u")
             .groupBy("u", "user_index", "split", "rank", "shard")
             .agg(F.transform(ordered, lambda row: row.item_id).alias("items"))
         )
@@ -276,7 +273,7 @@ def _prepare(
         }
 
     found = work.table("sequences", sequences, sizes)
-    work.release("with_ids")
+    work.release(kept_name)
     interactions = dict(found["interactions"])
     work.table(
         "train_counts",
@@ -551,45 +548,28 @@ def _bad_row(row: dict[str, Any], plan: LogPlan) -> DataError:
 def _frequency_filter(work: _Work, source: str, count: int, min_user: int, min_item: int, iterative: bool) -> tuple[str, int]:
     """The stored table (``kept-N``) of the rows of ``source`` whose user and item both have
     enough rows (counted on the same rows), repeated until nothing changes when ``iterative``;
-    and how many rows it holds."""
+    and how many rows it holds. Each pass releases the table it read."""
     number = 0
     while True:  # until a pass keeps every row, or once
         number += 1
-        name = f"kept-{number}"
-        kept = _filter_pass(work, source, name, min_user, min_item)
+        name, sets = f"kept-{number}", []
+        kept = work.table(name, functools.partial(_filter_pass, work, source, min_user, min_item, sets), _count)["rows"]
+        for frame in sets:
+            frame.unpersist()
+        work.release(source)
         if not iterative or kept == count:
             return name, kept
         source, count = name, kept
 
 
-def _filter_pass(work: _Work, source: str, name: str, min_user: int, min_item: int) -> int:
-    """Stores as ``name`` the rows of ``source`` whose user and item both have enough rows in
-    ``source``, and releases ``source``; the number of rows kept. Three stored steps, each with
-    at most one log-size shuffle: the items with enough rows, the rows of users with enough rows,
-    and of those the rows of kept items."""
+def _filter_pass(work: _Work, source: str, min_user: int, min_item: int, sets: list[DataFrame]) -> DataFrame:
+    """The rows of ``source`` whose user and item both have enough rows in it."""
     from pyspark.sql import functions as F
 
-    def enough(rows: DataFrame, key: str, minimum: int) -> DataFrame:
-        return rows.groupBy(key).count().where(F.col("count") >= minimum).select(key)
-
-    sets: list[DataFrame] = []
-    work.table(f"{name}-items", lambda: enough(work.frame(source), "i", min_item), _count)
-
-    def users_kept() -> DataFrame:
-        rows = work.frame(source)
-        return rows.join(_small(enough(rows, "u", min_user), sets), "u", "left_semi")
-
-    def items_kept() -> DataFrame:
-        return work.frame(f"{name}-users").join(_small(work.frame(f"{name}-items"), sets), "i", "left_semi")
-
-    work.table(f"{name}-users", users_kept, _count)
-    work.release(source)
-    kept = work.table(name, items_kept, _count)["rows"]
-    for frame in sets:
-        frame.unpersist()
-    work.release(f"{name}-users")
-    work.release(f"{name}-items")
-    return kept
+    rows = work.frame(source)
+    users = _small(rows.groupBy("u").count().where(F.col("count") >= min_user).select("u"), sets)
+    items = _small(rows.groupBy("i").count().where(F.col("count") >= min_item).select("i"), sets)
+    return rows.join(users, "u", "left_semi").join(items, "i", "left_semi")
 
 
 def _rank(frame: DataFrame, order: list[Column], name: str, cached: list[DataFrame], *, offset: int = 0) -> DataFrame:

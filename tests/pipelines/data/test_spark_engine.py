@@ -200,57 +200,23 @@ def counted(monkeypatch, name, *, fail_at=None):
     return calls
 
 
-def made_tables(monkeypatch, *, fail_at=None):
-    """The names of the tables the work directory makes from now on (not those found stored);
-    the first try to make ``fail_at`` raises (a kill) instead."""
-    made, table = [], spark_engine._Work.table
-
-    def wrapper(work, name, make, measure):
-        if not (work.path / f"{name}.json").is_file():
-            if name == fail_at and fail_at not in made:
-                made.append(fail_at)
-                raise RuntimeError("killed")
-            made.append(name)
-        return table(work, name, make, measure)
-
-    monkeypatch.setattr(spark_engine._Work, "table", wrapper)
-    return made
-
-
 def test_a_run_killed_in_a_filter_pass_goes_on_from_there(spark, tmp_path, monkeypatch):
     write_synthetic(tmp_path / "log.txt", "tiny", seed=2)
     config = PrepareConfig(min_user_count=6, min_item_count=6, iterative_filter=True, users_per_shard=16)
     prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "whole", config=config)
-    counted(monkeypatch, "_filter_pass", fail_at=2)
+    passes = counted(monkeypatch, "_filter_pass", fail_at=2)
     with pytest.raises(RuntimeError, match="killed"):
         prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark", config=config)
     work = tmp_path / "spark.spark-work"
     assert not (tmp_path / "spark").exists()
-    assert {path.name for path in work.iterdir()} == {
-        "made_from.json", "log.json", "users_tokens", "users_tokens.json", "items_tokens", "items_tokens.json",
-        "item_coded.json", "rows.json", "kept-1-items.json", "kept-1-users.json", "kept-1", "kept-1.json",
-    }  # of the log-size tables only the last pass's is left
+    assert {path.name for path in work.iterdir()} == {"made_from.json", "log.json", "users_tokens", "users_tokens.json",
+                                                      "items_tokens", "items_tokens.json", "rows.json", "kept-1", "kept-1.json"}
     stored = [pq.ParquetFile(path).metadata for path in (work / "kept-1").glob("*.parquet")]
     assert {m.row_group(g).column(c).compression for m in stored for g in range(m.num_row_groups)
             for c in range(m.num_columns)} == {"ZSTD"}
-    logs, made = counted(monkeypatch, "_numbered_log"), made_tables(monkeypatch)
+    logs, passes = counted(monkeypatch, "_numbered_log"), counted(monkeypatch, "_filter_pass")
     assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt", config)
-    assert logs == [] and made[:3] == ["kept-2-items", "kept-2-users", "kept-2"]  # the first pass was not redone
-    assert files_of(tmp_path / "spark") == files_of(tmp_path / "whole")
-
-
-def test_a_run_killed_between_the_steps_of_a_pass_goes_on_from_the_step(spark, tmp_path, monkeypatch):
-    write_synthetic(tmp_path / "log.txt", "tiny", seed=2)
-    config = PrepareConfig(min_user_count=6, min_item_count=6, iterative_filter=True, users_per_shard=16)
-    prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "whole", config=config)
-    made_tables(monkeypatch, fail_at="kept-1")
-    with pytest.raises(RuntimeError, match="killed"):
-        prepare_spark(spark, "comirec", tmp_path / "log.txt", tmp_path / "spark", config=config)
-    tables = {path.name for path in (tmp_path / "spark.spark-work").iterdir() if path.is_dir()}
-    assert tables == {"users_tokens", "items_tokens", "kept-1-items", "kept-1-users"}  # "rows" released
-    made = made_tables(monkeypatch)
-    assert_same(spark, tmp_path, "comirec", tmp_path / "log.txt", config)
-    assert made[0] == "kept-1" and "kept-1-users" not in made
+    assert logs == [] and passes and all(source != "rows" for _, source, *_ in passes)  # the first pass was not redone
     assert files_of(tmp_path / "spark") == files_of(tmp_path / "whole")
 
 
