@@ -36,7 +36,7 @@ from tfcroloss.pipelines.training.evaluate import read_per_user
 from tfcroloss.pipelines.training.experiment import run_directory, train_or_reuse
 from tfcroloss.pipelines.training.intervals import Interval, paired_bootstrap
 from tfcroloss.pipelines.training.report import read_results
-from tfcroloss.pipelines.training.tune import KERNELS
+from tfcroloss.pipelines.training.tune import KERNELS, Candidate
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -92,10 +92,20 @@ def grid_runs(spec, space, data, label, seeds, code):
     return dirs
 
 
-def with_seeds(found, seeds, root, label, code, what):
+def candidate_config(tune_dir, candidate):
+    """A tune candidate's run configuration rebuilt from the tune's ``recommended.yaml`` (its base
+    configuration with the pick's loss and rate), for when the tune's run folders are gone."""
+    raw = config_lib.load(tune_dir / "recommended.yaml").to_dict()
+    raw["loss"] = Candidate(**candidate).loss_section()
+    raw["training"]["learning_rate"] = candidate["learning_rate"]
+    return config_lib.from_dict(raw, source=f"{tune_dir}: {candidate}")
+
+
+def with_seeds(found, seeds, root, label, code, what, template=None):
     """``found`` (seed -> run directory of one configuration) for ``seeds``: a missing seed is
-    trained from the configuration of a seed it has, under ``root`` (reused once finished)."""
-    template = config_lib.load(next(iter(found.values())) / "config.yaml")
+    trained from the configuration of a seed it has (or ``template``), under ``root`` (reused
+    once finished)."""
+    template = template or config_lib.load(next(iter(found.values())) / "config.yaml")
     dirs = []
     for seed in seeds:
         if seed not in found:
