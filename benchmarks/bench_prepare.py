@@ -21,6 +21,10 @@ peak scratch disk: the largest sampled (``du``, every 2 s) size of its work dire
     python -m benchmarks.bench_prepare --engine spark --rounds 1
     python -m benchmarks.bench_prepare --scale 100 --engine spark --baseline-src /tmp/base  # 0.86M lines
 
+``--engine spark --spark-conf KEY=VALUE`` (repeatable) gives every Spark side that setting, e.g.
+``spark.sql.autoBroadcastJoinThreshold=-1`` for the plans of a log whose token tables are too
+large to broadcast; the mode's name lists the settings.
+
 ``--engine spark --gzip-parts K`` adds two Spark sides: the log gzipped as one file (which Spark
 reads in one task) and as a directory of K gzip parts (one task each), stored under
 ``MODE-spark-gzip-parts``.
@@ -68,16 +72,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="the Spark driver's heap (local mode; default: the engine's, half the machine's memory)")
     parser.add_argument("--gzip-parts", type=int, metavar="K",
                         help="with --engine spark: also the log gzipped, as one file and as K parts")
-    parser.add_argument("--spark-child", nargs=3, metavar=("LOG", "OUTPUT", "MEMORY"), help=argparse.SUPPRESS)
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --engine spark: a Spark setting for every Spark side (named in the mode)")
+    parser.add_argument("--spark-child", nargs=4, metavar=("LOG", "OUTPUT", "MEMORY", "SETTINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.spark_child:
         return _spark_child(*args.spark_child)
+    # imported here, not by a child: a baseline's tree may not have it
+    from tfcroloss.pipelines.cli.data import spark_setting
+
+    try:
+        settings = dict(spark_setting(entry) for entry in args.spark_conf)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
     scale = args.scale or (10 if args.quick else 1)
     mode = {1: "full", 10: "quick"}.get(scale, f"scale-{scale}") + ("-spark" if args.engine == "spark" else "")
     if args.gzip_parts:
         if args.engine != "spark" or args.gzip_parts < 2:
             parser.error("--gzip-parts needs --engine spark and at least 2 parts")
         mode += "-gzip-parts"
+    if settings and args.engine != "spark":
+        parser.error("--spark-conf needs --engine spark")
+    mode += "".join(f"-{key}={value}" for key, value in settings.items())
     config = PRESETS["taobao"]
     config = dataclasses.replace(config, num_users=config.num_users // scale, num_items=config.num_items // scale)
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
@@ -103,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_number in range(args.rounds):
             for name, (source, env, child) in sides.items():
                 output = workdir / f"prepared-{name}-{round_number}"
-                command = None if child is None else [*child, str(source), str(output), args.spark_memory]
+                command = None if child is None else [*child, str(source), str(output), args.spark_memory, json.dumps(settings)]
                 scratch = [] if child is None else [output.with_name(output.name + ending) for ending in SPARK_SCRATCH]
                 runs[name].append(_prepare(source, output, env, command, tree=args.engine == "spark", scratch=scratch))
                 for path in [output, *scratch]:
@@ -121,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine == "spark":
             numpy_runs, spark_runs = runs["prepare"], runs["prepare_spark"]
             results.append({"benchmark": "spark_over_numpy", "mode": mode, "spark_memory": args.spark_memory,
+                            "spark_conf": settings,
                             "time_ratio_each_round": [round(b[0] / a[0], 2) for a, b in zip(numpy_runs, spark_runs, strict=True)],
                             "peak_memory_ratio": round(max(r[1] for r in spark_runs) / max(r[1] for r in numpy_runs), 2)})
             print(json.dumps(results[-1]), flush=True)
@@ -253,12 +270,13 @@ def _tree_rss(pid: int) -> int:
     return tree
 
 
-def _spark_child(log: str, output: str, memory: str) -> int:
-    """The Spark side: ``prepare --engine spark`` on ``local[cores]``, printing its phases."""
+def _spark_child(log: str, output: str, memory: str, settings: str) -> int:
+    """The Spark side: ``prepare --engine spark`` on ``local[cores]`` with ``settings`` (JSON)
+    added, printing its phases."""
     from tfcroloss.pipelines.data.spark_engine import log_bytes, prepare_spark, spark_session
 
     start = time.perf_counter()
-    conf = {"spark.ui.enabled": "false", "spark.local.dir": output + SPARK_SCRATCH[1]}
+    conf = {"spark.ui.enabled": "false", "spark.local.dir": output + SPARK_SCRATCH[1], **json.loads(settings)}
     if memory != "default":
         conf["spark.driver.memory"] = memory
     spark = spark_session(f"local[{os.cpu_count()}]", conf, input_bytes=log_bytes(log))  # as the command sizes it

@@ -11,7 +11,8 @@ from tfcroloss.pipelines.data.download import MANUAL_SOURCES, SOURCES, download
 from tfcroloss.pipelines.data.synthetic_presets import PRESETS
 
 
-def _setting(entry: str) -> tuple[str, str]:
+def spark_setting(entry: str) -> tuple[str, str]:
+    """A ``--spark-conf`` entry, ``KEY=VALUE``, as ``(key, value)``."""
     key, equals, value = entry.partition("=")
     if not equals or not key.strip():
         raise argparse.ArgumentTypeError(f"--spark-conf takes KEY=VALUE, got {entry!r}")
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Spark master URL (default: local[*], or spark-submit's master when run by spark-submit)",
     )
     engine.add_argument(
-        "--spark-conf", action="append", default=[], metavar="KEY=VALUE", type=_setting,
+        "--spark-conf", action="append", default=[], metavar="KEY=VALUE", type=spark_setting,
         help="a Spark setting, e.g. spark.driver.memory=8g (repeatable)",
     )
     prepare.add_argument(
