@@ -316,7 +316,7 @@ def _packages() -> dict[str, str | None]:
 
 def _store(mode: str, results: list[dict], *, baseline: str | None) -> None:
     stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    stored[mode] = {"commit": git_commit(), "baseline_commit": baseline, "packages": _packages(), "results": results}
+    stored[mode] = {"commit": git_commit(ROOT), "baseline_commit": baseline, "packages": _packages(), "results": results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(stored, indent=2) + "\n")
