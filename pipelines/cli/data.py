@@ -19,6 +19,17 @@ def spark_setting(entry: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def file_system_path(entry: str) -> str:
+    """A path of a file system, refused in one line when it is a URL (``gs://``, ``s3a://``,
+    ``hdfs://``): read as a path it would be a local folder named after the scheme."""
+    scheme, separator, _ = entry.partition("://")
+    if separator and scheme.isalnum() and len(scheme) > 1:
+        raise argparse.ArgumentTypeError(
+            f"{entry}: a URL ({scheme}://); prepare reads and writes paths of a file system that this process, and "
+            "under Spark every executor, sees: mount the bucket or HDFS there (gcsfuse, s3fs, an HDFS NFS gateway) or copy the log")
+    return entry
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     prepare = subparsers.add_parser(
         "prepare",
@@ -29,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--input",
         required=True,
+        type=file_system_path,
         help="log file (may be .gz/.bz2/.xz/.zst), or a directory holding a train/valid/test set "
         "(kept as the split), the format's files, or one log in parts (Spark's part-* files, read in name order)",
     )
-    prepare.add_argument("--output", required=True, help="directory of the prepared data set")
+    prepare.add_argument("--output", required=True, type=file_system_path, help="directory of the prepared data set")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     engine = prepare.add_argument_group("engine (both write the same prepared data set)")
     engine.add_argument(

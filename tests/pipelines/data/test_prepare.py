@@ -211,6 +211,17 @@ def test_cli_prepare_and_errors(example, tmp_path, capsys):
     assert not (tmp_path / "o2").exists()
 
 
+@pytest.mark.parametrize("flag, url", [("--input", "gs://bucket/log/"), ("--output", "hdfs:///prepared"), ("--input", "s3a://b/l.csv")])
+def test_cli_refuses_a_url_in_one_line(example, tmp_path, capsys, monkeypatch, flag, url):
+    monkeypatch.chdir(tmp_path)
+    paths = {"--input": str(example), "--output": str(tmp_path / "out"), flag: url}
+    with pytest.raises(SystemExit):
+        cli.main(["prepare", "--format", "comirec", *(part for item in paths.items() for part in item)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}: {url}: a URL" in error and "mount the bucket" in error
+    assert {path.name for path in tmp_path.iterdir()} <= {example.name}  # no folder named after the scheme
+
+
 def test_cli_spark_engine_without_java_says_what_to_install(example, tmp_path, capsys, monkeypatch):
     from tfcroloss.pipelines.data import spark_engine
 
