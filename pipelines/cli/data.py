@@ -20,9 +20,12 @@ def spark_setting(entry: str) -> tuple[str, str]:
 
 
 def file_system_path(entry: str) -> str:
-    """A path of a file system, refused in one line when it is a URL (``gs://``, ``s3a://``,
-    ``hdfs://``): read as a path it would be a local folder named after the scheme."""
-    scheme, separator, _ = entry.partition("://")
+    """A path of a file system (``file:///path`` is ``/path``), refused in one line when it is
+    another URL (``gs://``, ``s3a://``, ``hdfs://``): read as a path it would be a local folder
+    named after the scheme."""
+    scheme, separator, rest = entry.partition("://")
+    if separator and scheme == "file":
+        return rest
     if separator and scheme.isalnum() and len(scheme) > 1:
         raise argparse.ArgumentTypeError(
             f"{entry}: a URL ({scheme}://); prepare reads and writes paths of a file system that this process, and "

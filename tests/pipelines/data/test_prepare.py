@@ -222,6 +222,12 @@ def test_cli_refuses_a_url_in_one_line(example, tmp_path, capsys, monkeypatch, f
     assert {path.name for path in tmp_path.iterdir()} <= {example.name}  # no folder named after the scheme
 
 
+def test_cli_reads_a_file_url_as_its_path(example, tmp_path):
+    argv = ["prepare", "--format", "comirec", "--min-user-count", "3", "--min-item-count", "2"]
+    assert cli.main([*argv, "--input", f"file://{example}", "--output", f"file://{tmp_path / 'out'}"]) == 0
+    assert (tmp_path / "out" / "metadata.json").is_file()
+
+
 def test_cli_spark_engine_without_java_says_what_to_install(example, tmp_path, capsys, monkeypatch):
     from tfcroloss.pipelines.data import spark_engine
 
