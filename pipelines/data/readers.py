@@ -394,7 +394,7 @@ def _read_delimited(sources: Sequence[_Source], plan: LogPlan) -> InteractionLog
             raise _locate(source, names, columns, delimiter, quote, skip_rows, error) from None
         layouts.append((source, names, skip_rows))
         tables.append(_one_file(table, source.path, index, plan))
-    table, log = _one_log(tables, plan)
+    log = _one_log(tables, plan)
     if _has_bad_values(log):  # vectorised; only a bad log pays for the line scan
         for source, names, skip_rows in layouts:
             error = _locate(source, names, columns, delimiter, quote, skip_rows, None)
@@ -413,15 +413,15 @@ def _one_file(table: pa.Table, path: Path, index: int, plan: LogPlan) -> pa.Tabl
     return table
 
 
-def _one_log(tables: list[pa.Table], plan: LogPlan) -> tuple[pa.Table, InteractionLog]:
-    """The files' rows in order as one table and one log (with each row's split when presplit)."""
+def _one_log(tables: list[pa.Table], plan: LogPlan) -> InteractionLog:
+    """The files' rows in order as one log (with each row's split when presplit)."""
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if table.num_rows == 0:
         raise DataError(f"{plan.paths[0].parent}: {len(tables)} empty files, no interactions")
     log = _from_table(table, plan.columns, [str(path) for path in plan.paths])
     if plan.presplit:
         log.split = table.column("__split").to_numpy()
-    return table, log
+    return log
 
 
 def _header_names(source: _Source, delimiter: str, quote: bool, *, recbole: bool) -> list[str]:
@@ -554,7 +554,7 @@ def _read_parquet(plan: LogPlan) -> InteractionLog:
         _one_file(_parquet_table(path, plan.columns), path, index, plan)
         for index, path in enumerate(plan.paths)
     ]
-    return _one_log(tables, plan)[1]
+    return _one_log(tables, plan)
 
 
 def _parquet_table(path: Path, columns: _Columns) -> pa.Table:

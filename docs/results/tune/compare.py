@@ -101,6 +101,28 @@ def candidate_config(tune_dir, candidate):
     return config_lib.from_dict(raw, source=f"{tune_dir}: {candidate}")
 
 
+def grid_seeds_and_results(spec, count):
+    """``count`` test seeds (the grid's own first, then new ones), the grid's committed results by
+    label, and those of the variants in tune's space."""
+    seeds = [*spec.seeds[:count], *range(max(spec.seeds) + 1, max(spec.seeds) + 1 + count - len(spec.seeds))]
+    results, _ = read_results(ROOT / spec.output / "results.json")
+    return seeds, results, {label: r for label, r in results.items() if in_tune_space(r["loss"])}
+
+
+def tune_sides(tune_dir, report, data, seeds, code):
+    """The run directories, one per seed, of tune's pick and of its tuned softmax CE: the tune's own
+    runs, missing seeds trained under ``runs/tune/more-seeds/`` (from ``recommended.yaml`` when the
+    tune's runs are gone)."""
+    more = ROOT / "runs/tune/more-seeds" / data
+    sides = []
+    for role in ("recommended", "softmax"):
+        candidate, label = report[role]["candidate"], report[role]["label"]
+        found = tune_runs(tune_dir, candidate)
+        template = None if found else candidate_config(tune_dir, candidate)
+        sides.append(with_seeds(found, seeds, more, label, code, f"{data} {label}", template))
+    return sides
+
+
 def with_seeds(found, seeds, root, label, code, what, template=None):
     """``found`` (seed -> run directory of one configuration) for ``seeds``: a missing seed is
     trained from the configuration of a seed it has (or ``template``), under ``root`` (reused
@@ -128,9 +150,7 @@ def main():
     rows = []
     for data in args.data:
         spec = experiment_spec.load(ROOT / GRIDS[data])
-        seeds = [*spec.seeds[:args.seeds], *range(max(spec.seeds) + 1, max(spec.seeds) + 1 + args.seeds - len(spec.seeds))]
-        results, _ = read_results(ROOT / spec.output / "results.json")
-        space = {label: r for label, r in results.items() if in_tune_space(r["loss"])}
+        seeds, results, space = grid_seeds_and_results(spec, args.seeds)
         for n in args.n:
             output = args.tunes / f"{data}-n{n}"
             if not (output / "tune.json").exists():
@@ -146,11 +166,7 @@ def main():
             # what the full grid would recommend by its own validation (seed 1, each variant at its rate)
             by_validation = max(space, key=lambda lb, m=metric: space[lb]["validation"][m])
             grid_dirs, validation_dirs = (grid_runs(spec, space, data, lb, seeds, code) for lb in (label, by_validation))
-            more = ROOT / "runs/tune/more-seeds" / data
-            picked, softmax = (
-                with_seeds(tune_runs(output, report[role]["candidate"]), seeds, more, report[role]["label"], code, f"{data} {report[role]['label']}")
-                for role in ("recommended", "softmax")
-            )
+            picked, softmax = tune_sides(output, report, data, seeds, code)
             ours, grid, grid_validated, ce = (per_user_of(d, metric) for d in (picked, grid_dirs, validation_dirs, softmax))
             rows.append({
                 "data": data, "n": n, "tune_pick": report["recommended"]["label"], "tune_seeds": len(picked),

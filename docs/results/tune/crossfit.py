@@ -17,7 +17,8 @@ or exponential kernel), each at the rate the grid chose for it, trained with ``-
 under ``runs/tune/grid-best/`` (resumable, shared with compare.py); tune's pick and its tuned
 softmax CE are found as compare.py finds them.
 
-    .venv/bin/python docs/results/tune/crossfit.py --tunes runs/tune-s2 --data ml-100k --seeds 3
+    .venv/bin/python docs/results/tune/crossfit.py --tunes docs/results/tune/two-kernel-start --data ml-100k --seeds 10 \
+        --out docs/results/tune/crossfit/ten-seeds
 """
 
 import argparse
@@ -29,12 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compare import (GRIDS, NS, ROOT, candidate_config, grid_runs, in_tune_space, made_by, paired_bootstrap_text, per_user_of,
-                     tune_runs, with_seeds)
+from compare import GRIDS, NS, ROOT, grid_runs, grid_seeds_and_results, made_by, paired_bootstrap_text, per_user_of, tune_sides
 from tfcroloss.pipelines.provenance import code_identity, provenance
 from tfcroloss.pipelines.training import experiment_spec
 from tfcroloss.pipelines.training.intervals import paired_bootstrap
-from tfcroloss.pipelines.training.report import read_results
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,19 +76,12 @@ def main():
     rows = []
     for data in args.data:
         spec = experiment_spec.load(ROOT / GRIDS[data])
-        seeds = [*spec.seeds[:args.seeds], *range(max(spec.seeds) + 1, max(spec.seeds) + 1 + args.seeds - len(spec.seeds))]
-        results, _ = read_results(ROOT / spec.output / "results.json")
-        space = {label: r for label, r in results.items() if in_tune_space(r["loss"])}
+        seeds, _, space = grid_seeds_and_results(spec, args.seeds)
         grid = {label: grid_runs(spec, space, data, label, seeds, code) for label in space}
         for n in args.n:
-            report = json.loads((args.tunes / f"{data}-n{n}" / "tune.json").read_text())
-            more = ROOT / "runs/tune/more-seeds" / data
             tune_dir = args.tunes / f"{data}-n{n}"
-            picked, softmax = (
-                with_seeds(tune_runs(tune_dir, report[role]["candidate"]), seeds, more, report[role]["label"], code,
-                           f"{data} {report[role]['label']}", candidate_config(tune_dir, report[role]["candidate"]))
-                for role in ("recommended", "softmax")
-            )
+            report = json.loads((tune_dir / "tune.json").read_text())
+            picked, softmax = tune_sides(tune_dir, report, data, seeds, code)
             metric = f"recall@{n}"
             values = {label: per_user_of(dirs, metric) for label, dirs in grid.items()}
             fitted, wins = cross_fitted(values, args.folds, args.repeats)
